@@ -1,0 +1,168 @@
+"""Login-node orchestration: plan -> run directory -> Slurm chain, and reading a chain's state back.
+
+Nothing here stays alive after submission: Slurm dependencies drive the chain (afterok + kill-on-invalid-dep
+after the preflight, afterany for finalize), so the user can log out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from mlps_slurm import __version__
+from mlps_slurm.plan import Plan
+from mlps_slurm.profile import SiteProfile
+from mlps_slurm.render import render_plan
+from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
+from mlps_slurm.slurm import Dependency, JobState, SlurmBackend, SlurmError
+
+
+def jobs_python(profile: SiteProfile) -> str:
+    """The interpreter jobs run: the profile's, or the one running mlps-slurm (same environment everywhere)."""
+    return profile.get("environment.python") or sys.executable
+
+
+def profile_digest(profile: SiteProfile) -> str:
+    return hashlib.sha256(json.dumps(profile.values, sort_keys=True).encode()).hexdigest()
+
+
+def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict[str, str]) -> dict[str, Any]:
+    """Write scripts, resolved profile and manifest into a (staged) run directory."""
+    for name, text in scripts.items():
+        atomic_write_text(run.scripts / name, text, mode=0o755)
+    atomic_write_text(run.path / "profile.resolved.yaml",
+                      yaml.safe_dump(profile.nested(), sort_keys=False, default_flow_style=False))
+    manifest = {
+        "schema": "mlps-slurm/manifest/1",
+        "run_id": plan.run_id,
+        "benchmark": plan.benchmark,
+        "tool_version": __version__,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+        "state": "rendered",
+        "request": plan.request,
+        "profile": {"name": profile.name, "digest": profile_digest(profile), "values": profile.values},
+        "plan": {
+            "submittable": plan.submittable,
+            "notes": list(plan.notes),
+            "jobs": [{"key": j.key, "script": name, "sbatch": list(j.sbatch),
+                      "dependencies": [[kind, list(keys)] for kind, keys in j.dependencies]}
+                     for j, name in zip(plan.jobs, scripts)],
+        },
+        # What the preflight checks on every node: check id -> directory.
+        "storage_checks": {
+            "storage.checkpoint_dir.writable": profile.get("storage.checkpoint_dir"),
+            "storage.results_dir.writable": str(run.final_path.parent),
+        },
+        "jobs": {},
+    }
+    run.write_manifest(manifest)
+    return manifest
+
+
+def create_run(plan: Plan, profile: SiteProfile, results_root: Path,
+               site_template_dirs: list[Path] | None = None) -> RunDirectory:
+    scripts = render_plan(plan, site_template_dirs or [])  # render before creating anything: a bad template
+    with RunDirectory.staged(results_root, plan.run_id) as staged:  # leaves no directory behind
+        write_run(plan, profile, staged, scripts)
+    return RunDirectory(results_root / plan.run_id)
+
+
+def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
+    """Submit the run's jobs in order; on any failure cancel what was submitted, remove the run, and raise."""
+    manifest = run.read_manifest()
+    ids: dict[str, str] = {}
+    try:
+        for job in manifest["plan"]["jobs"]:
+            deps = []
+            for kind, keys in job["dependencies"]:
+                for key in keys:
+                    # Slurm accepts a dependency on an unknown job id and treats it as satisfied: never chain
+                    # on an id the controller does not know.
+                    if not backend.job_exists(ids[key]):
+                        raise SlurmError(f"Slurm does not know job {ids[key]} ({key}) that {job['key']} would "
+                                         "depend on; refusing to chain on it")
+                deps.append(Dependency(kind, tuple(ids[k] for k in keys)))
+            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps)
+            manifest["jobs"][job["key"]] = {"job_id": ids[job["key"]], "script": job["script"],
+                                            "submitted": dt.datetime.now(dt.timezone.utc).isoformat()}
+            run.write_manifest(manifest)
+    except BaseException:
+        backend.cancel(list(ids.values()))
+        run.remove()
+        raise
+    manifest["state"] = "submitted"
+    run.write_manifest(manifest)
+    return ids
+
+
+@dataclass(frozen=True)
+class ChainStatus:
+    run: RunDirectory
+    jobs: list[tuple[str, str, JobState | None]]  # (key, job id, state)
+
+    @property
+    def finished(self) -> bool:
+        return all(s is not None and (s.terminal or s.state == "UNKNOWN") for _, _, s in self.jobs)
+
+
+def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
+    manifest = run.read_manifest()
+    submitted = manifest.get("jobs", {})
+    ids = [j["job_id"] for j in submitted.values()]
+    states = backend.states(ids) if ids else {}
+    rows: list[tuple[str, str, JobState | None]] = []
+    for job in manifest["plan"]["jobs"]:
+        jid = submitted.get(job["key"], {}).get("job_id", "")
+        rows.append((job["key"], jid, states[jid][0] if jid in states else None))
+    return ChainStatus(run, rows)
+
+
+def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
+                   on_change: Callable[[ChainStatus], None] | None = None) -> ChainStatus:
+    """Poll with backoff (1, 2, 4 ... 15 s): one squeue call per refresh for the whole chain."""
+    deadline = time.monotonic() + timeout
+    delay, last = 1.0, None
+    while True:
+        status = chain_status(run, backend)
+        summary = [(k, s.state if s else None) for k, _, s in status.jobs]
+        if on_change and summary != last:
+            on_change(status)
+        last = summary
+        if status.finished:
+            # finalize writes results before it exits; nothing else to wait for
+            return status
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"the chain of {run.run_id} did not finish within {timeout:.0f} s")
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 15.0)
+
+
+def describe_status(status: ChainStatus) -> str:
+    run = status.run
+    lines = [f"run {run.run_id}  ({run.path})"]
+    for i, (key, jid, s) in enumerate(status.jobs):
+        if s is None:
+            lines.append(f"  {i:02d} {key:<14} not submitted")
+            continue
+        reason = "" if s.reason in ("", "None") else f"  ({s.reason})"
+        lines.append(f"  {i:02d} {key:<14} job {jid:<8} {s.state}{reason}")
+    pre = run.preflight / "preflight.json"
+    if pre.is_file():
+        summary = read_json(pre)
+        if not summary.get("ok"):
+            lines.append(f"preflight failed: see {run.preflight / 'preflight.txt'}")
+            for f in summary.get("failures", []):
+                lines.append(f"  {f['node']}: {f['check']}: {f['message']}")
+    results = run.results / "results.txt"
+    if results.is_file():
+        lines.append("")
+        lines.append(results.read_text().rstrip())
+    return "\n".join(lines) + "\n"

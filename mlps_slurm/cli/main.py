@@ -1,0 +1,159 @@
+"""The `mlps-slurm` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+# Kept here (not imported from the catalog) so `--help` does not import the work; a unit test checks that they
+# match mlps_slurm.catalog.checkpointing.LLAMA3_MODELS.
+CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
+EXIT_USAGE, EXIT_SLURM = 2, 3
+
+
+class BenchmarkGroup(click.Group):
+    """A group whose unknown-subcommand error lists the valid benchmarks."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
+        name = args[0] if args else ""
+        if name and name not in self.commands and not name.startswith("-"):
+            ctx.fail(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(sorted(self.commands))}")
+        return super().resolve_command(ctx, args)
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"mlps-slurm: error: {message}", err=True)
+    sys.exit(code)
+
+
+def profile_options(f: Any) -> Any:
+    f = click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                     help="Override one profile value, e.g. -o nodes.count=2 (repeatable).")(f)
+    f = click.option("--profile", "profile_ref", default="localhost", show_default=True, metavar="NAME|PATH",
+                     help="Site profile by name (see `mlps-slurm profiles list`) or path to a YAML file.")(f)
+    return f
+
+
+def checkpointing_options(f: Any) -> Any:
+    options = [
+        click.option("--model", required=True, type=click.Choice(CHECKPOINT_MODELS),
+                     help="Llama 3 checkpoint workload."),
+        click.option("--num-processes", "-n", type=click.IntRange(min=1), default=None,
+                     help="MPI ranks (default: the CLOSED count of the model: 8/64/512/1024)."),
+        click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
+                     help="Nodes (default: the profile's nodes.count, at most one per rank)."),
+        click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
+                     help="Shrink every shard by this factor for demos and tests; a scaled run is not submittable."),
+        click.option("--writes", type=click.IntRange(min=1), default=10, show_default=True,
+                     help="Checkpoints written."),
+        click.option("--reads", type=click.IntRange(min=0), default=10, show_default=True,
+                     help="Checkpoints read back."),
+        click.option("--seconds-between-checkpoints", type=click.FloatRange(min=0), default=5.0, show_default=True,
+                     help="Pause between two checkpoints (the rules' time_between_checkpoints)."),
+        click.option("--engine", type=click.Choice(("builtin", "dlio")), default="builtin", show_default=True,
+                     help="builtin: mlps-slurm's MPI checkpoint engine; dlio: a DLIO build with llama3 "
+                          "checkpoint workloads."),
+        click.option("--keep-files", is_flag=True, help="Keep the checkpoint files after the run."),
+        click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where to create the run directory (default: the profile's storage.results_dir)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(package_name="mlps-slurm", prog_name="mlps-slurm")
+def main() -> None:
+    """Run the MLPerf Storage v3.0 benchmarks as Slurm job chains.
+
+    `submit` renders batch scripts from a site profile and submits a chain: a preflight job that checks every
+    node, the benchmark job(s), and a finalize job that turns the engine output into results. You can log out;
+    Slurm drives the chain. `status RUN` shows where it is.
+    """
+
+
+@main.group(cls=BenchmarkGroup)
+def render() -> None:
+    """Write a run directory with the scripts and manifest; submit nothing."""
+
+
+@main.group(cls=BenchmarkGroup)
+def submit() -> None:
+    """Render a run and submit its chain: preflight -> benchmark -> finalize."""
+
+
+def _checkpointing(action: str, profile_ref: str, overrides: tuple[str, ...], results_dir: str | None,
+                   wait: bool = False, timeout: float = 0, **request: Any) -> None:
+    from mlps_slurm.cli.commands import run_checkpointing
+
+    code = run_checkpointing(action, profile_ref, list(overrides), results_dir, wait, timeout, request)
+    sys.exit(code)
+
+
+@render.command("checkpointing")
+@checkpointing_options
+@profile_options
+def render_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None,
+                         **request: Any) -> None:
+    """Render the checkpointing chain (llama3 checkpoint writes then reads)."""
+    _checkpointing("render", profile_ref, overrides, results_dir, **request)
+
+
+@submit.command("checkpointing")
+@checkpointing_options
+@profile_options
+@click.option("--wait", is_flag=True, help="Stay until the chain ends, then print the results.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="With --wait: give up waiting after this many seconds (the chain keeps running).")
+def submit_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
+                         timeout: float, **request: Any) -> None:
+    """Submit the checkpointing chain: preflight, the checkpoint engine under srun, finalize."""
+    _checkpointing("submit", profile_ref, overrides, results_dir, wait, timeout, **request)
+
+
+@main.command()
+@click.argument("run")
+@profile_options
+@click.option("--wait", is_flag=True, help="Wait until the chain ends.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True)
+def status(run: str, profile_ref: str, overrides: tuple[str, ...], wait: bool, timeout: float) -> None:
+    """Show each job of RUN's chain with its Slurm state and reason, and the results once finalized.
+
+    RUN is a run directory or a run id under the profile's storage.results_dir.
+    """
+    from mlps_slurm.cli.commands import show_status
+
+    sys.exit(show_status(run, profile_ref, list(overrides), wait, timeout))
+
+
+@main.group()
+def profiles() -> None:
+    """List and show site profiles."""
+
+
+@profiles.command("list")
+def profiles_list() -> None:
+    """List the profiles found in the search path (later directories win)."""
+    from mlps_slurm.profile import list_profiles
+
+    for name, path in sorted(list_profiles().items()):
+        click.echo(f"{name:<20} {path}")
+
+
+@profiles.command("show")
+@click.argument("name", default="localhost")
+@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--origin", is_flag=True, help="Also say where each value came from.")
+def profiles_show(name: str, overrides: tuple[str, ...], origin: bool) -> None:
+    """Print every resolved value of profile NAME (defaults included)."""
+    from mlps_slurm.cli.commands import show_profile
+
+    sys.exit(show_profile(name, list(overrides), origin))
+
+
+if __name__ == "__main__":
+    main()

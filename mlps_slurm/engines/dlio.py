@@ -1,0 +1,57 @@
+"""DLIO adapter: what the installed DLIO can do.
+
+PyPI's dlio-benchmark 2.0.0 has no llama3 checkpoint workloads and no checkpoint read phase; those exist only in
+newer DLIO builds (the argonne-lcf `mlperf_storage_v2.0` branch and the MLCommons DLIO fork). We probe the jobs'
+interpreter rather than our own, because that is where the engine will run.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+# Runs inside the jobs' interpreter: where is dlio_benchmark, which version, which workload configs it ships.
+_PROBE = r"""
+import importlib.util, importlib.metadata, json, os
+spec = importlib.util.find_spec("dlio_benchmark")
+out = {"installed": spec is not None}
+if spec is not None:
+    root = os.path.dirname(spec.origin)
+    wl = os.path.join(root, "configs", "workload")
+    out["version"] = importlib.metadata.version("dlio-benchmark")
+    out["location"] = root
+    out["workloads"] = sorted(f[:-5] for f in os.listdir(wl) if f.endswith(".yaml")) if os.path.isdir(wl) else []
+print(json.dumps(out))
+"""
+
+INSTALL_HINT = ("install a DLIO build that has the MLPerf Storage llama3 checkpoint workloads with a read phase "
+                "(the argonne-lcf/dlio_benchmark branch mlperf_storage_v2.0, or the MLCommons DLIO fork) into the "
+                "jobs' Python, or use --engine builtin")
+
+
+class DlioUnsupported(RuntimeError):
+    """The installed DLIO cannot run what was asked."""
+
+
+def probe(python: str) -> dict:
+    try:
+        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=120)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise DlioUnsupported(f"cannot run the jobs' Python {python} to look for DLIO: {exc}") from exc
+    if proc.returncode != 0:
+        raise DlioUnsupported(f"the jobs' Python {python} failed to probe DLIO: {proc.stderr.strip()[-500:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def require_dlio_checkpointing(python: str) -> dict:
+    info = probe(python)
+    if not info["installed"]:
+        raise DlioUnsupported(f"--engine dlio: dlio-benchmark is not installed for {python}; {INSTALL_HINT}")
+    llama = [w for w in info["workloads"] if w.startswith("llama")]
+    if not llama:
+        raise DlioUnsupported(
+            f"--engine dlio: the installed dlio-benchmark {info['version']} ({info['location']}) has no llama3 "
+            f"checkpoint workloads and no checkpoint read phase; {INSTALL_HINT}")
+    raise DlioUnsupported(
+        f"--engine dlio: dlio-benchmark {info['version']} ships {', '.join(llama)}, but this version of mlps-slurm "
+        "drives only the builtin checkpoint engine; use --engine builtin")

@@ -1,0 +1,224 @@
+"""Layered loading of site profiles.
+
+Lowest to highest: schema defaults < the profile a profile `extends` < the profile itself < `-o key=value`
+overrides. Profiles are looked up by name in the packaged site_profiles/, then /etc/mlps-slurm/site_profiles/,
+then $XDG_CONFIG_HOME/mlps-slurm/site_profiles/ (a later directory wins), or given as a path.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mlps_slurm.profile.schema import MAPPING_KEYS, SCHEMA, SECTIONS, check_value, defaults
+from mlps_slurm.resources import site_profiles_dir
+
+PATH_KEYS = ("storage.results_dir", "storage.checkpoint_dir", "storage.data_dir")
+
+
+class ProfileError(Exception):
+    """A profile problem a user can fix: says what, where (file, key, line) and how."""
+
+    def __init__(self, message: str, *, source: str | None = None, key: str | None = None,
+                 line: int | None = None, fix: str | None = None) -> None:
+        where = source or "<profile>"
+        if line is not None:
+            where += f":{line}"
+        text = f"{where}: " + (f"{key}: " if key else "") + message
+        if fix:
+            text += f"\n  fix: {fix}"
+        super().__init__(text)
+        self.source, self.key, self.line, self.fix = source, key, line, fix
+
+
+@dataclass
+class SiteProfile:
+    """A resolved profile: every schema key with its value and where the value came from."""
+
+    name: str
+    values: dict[str, Any]
+    origins: dict[str, str] = field(default_factory=dict)
+
+    def get(self, key: str) -> Any:
+        if key not in SCHEMA:
+            raise KeyError(f"unknown profile key {key!r}")
+        return self.values[key]
+
+    def nested(self) -> dict[str, Any]:
+        """The resolved values as nested YAML-ready mappings."""
+        out: dict[str, Any] = {}
+        for key, value in self.values.items():
+            node = out
+            *parents, last = key.split(".")
+            for p in parents:
+                node = node.setdefault(p, {})
+            node[last] = value
+        return out
+
+
+def search_dirs() -> list[Path]:
+    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return [site_profiles_dir(), Path("/etc/mlps-slurm/site_profiles"), Path(xdg) / "mlps-slurm" / "site_profiles"]
+
+
+def list_profiles() -> dict[str, Path]:
+    """Profile name -> the file that provides it (later search directories win)."""
+    found: dict[str, Path] = {}
+    for d in search_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.yaml")):
+                found[p.stem] = p
+    return found
+
+
+def _resolve_reference(ref: str, relative_to: Path | None) -> Path:
+    if "/" in ref or ref.endswith((".yaml", ".yml")):
+        path = Path(os.path.expanduser(ref))
+        if not path.is_absolute() and relative_to is not None:
+            path = relative_to.parent / path
+        if not path.is_file():
+            raise ProfileError(f"profile file {path} does not exist", fix="give an existing file or a profile name")
+        return path
+    available = list_profiles()
+    if ref not in available:
+        names = ", ".join(sorted(available)) or "(none)"
+        raise ProfileError(f"unknown profile {ref!r}; available profiles: {names}",
+                           fix="pick one of the available profiles, or give a path to a YAML file")
+    return available[ref]
+
+
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
+    """The file's mapping and the line of every key path in it."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ProfileError(f"cannot read profile: {exc.strerror}", source=str(path)) from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        col = f", column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ProfileError(f"malformed YAML{col}: {problem}", source=str(path), line=line,
+                           fix="correct the YAML syntax at that position") from exc
+    if data is None:
+        raise ProfileError("the file is empty", source=str(path), fix="a profile needs at least `name: <name>`")
+    if not isinstance(data, dict):
+        raise ProfileError(f"the top level must be a mapping of keys, got {type(data).__name__}", source=str(path),
+                           line=1)
+    lines: dict[str, int] = {}
+
+    def walk(n: yaml.Node, prefix: str) -> None:
+        if isinstance(n, yaml.MappingNode):
+            for k, v in n.value:
+                key = f"{prefix}{k.value}"
+                lines[key] = k.start_mark.line + 1
+                if key not in MAPPING_KEYS:
+                    walk(v, key + ".")
+
+    walk(node, "")
+    return data, lines
+
+
+def _flatten(data: dict[str, Any], lines: dict[str, int], source: str) -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+
+    def walk(mapping: dict[Any, Any], prefix: str) -> None:
+        for k, v in mapping.items():
+            key = f"{prefix}{k}"
+            if key in SCHEMA:
+                flat[key] = v
+            elif key in SECTIONS:
+                if not isinstance(v, dict):
+                    raise ProfileError(f"expected a mapping (a section of keys), got {type(v).__name__}",
+                                       source=source, key=key, line=lines.get(key))
+                walk(v, key + ".")
+            else:
+                raise ProfileError(f"unknown key{_suggest(key)}", source=source, key=key, line=lines.get(key),
+                                   fix="remove it or correct its spelling; `mlps-slurm profiles show localhost "
+                                       "--resolved` lists every valid key")
+
+    walk(data, "")
+    return flat
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, list(SCHEMA) + sorted(SECTIONS), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise ProfileError(f"override {text!r} is not KEY=VALUE", source="-o", fix="write e.g. -o nodes.count=2")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if key not in SCHEMA:
+        raise ProfileError(f"unknown key{_suggest(key)}", source="-o", key=key,
+                           fix="`mlps-slurm profiles show localhost --resolved` lists every valid key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if SCHEMA[key].kind == "str" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = raw  # keep "00:10" or "007" exactly as typed
+    return key, value
+
+
+def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] = ()) -> SiteProfile:
+    """Resolve a profile by name or path, apply its `extends` chain and the -o overrides, and validate it."""
+    values = defaults()
+    origins = {k: "default" for k in values}
+    chain: list[Path] = []
+    layers: list[tuple[Path, dict[str, Any], dict[str, int]]] = []
+    path: Path | None = _resolve_reference(ref, None)
+    while path is not None:
+        if path.resolve() in [p.resolve() for p in chain]:
+            cycle = " -> ".join(str(p) for p in chain + [path])
+            raise ProfileError(f"`extends` forms a cycle: {cycle}", source=str(chain[0]), key="extends",
+                               fix="remove one of the extends lines")
+        chain.append(path)
+        data, lines = _read_yaml(path)
+        layers.insert(0, (path, data, lines))  # base profiles first, so the requested one wins
+        parent = data.get("extends")
+        path = _resolve_reference(str(parent), path) if parent else None
+    for file, data, lines in layers:
+        for key, raw in _flatten(data, lines, str(file)).items():
+            value, problem = check_value(key, raw)
+            if problem:
+                raise ProfileError(problem, source=str(file), key=key, line=lines.get(key),
+                                   fix=f"set {key} to {_describe(key)}")
+            values[key] = value
+            origins[key] = f"{file}:{lines.get(key, '?')}"
+    for text in overrides:
+        key, raw = _parse_override(text)
+        value, problem = check_value(key, raw)
+        if problem:
+            raise ProfileError(problem, source="-o", key=key, fix=f"set {key} to {_describe(key)}")
+        values[key] = value
+        origins[key] = f"-o {text}"
+    for key, f in SCHEMA.items():
+        if f.required and values[key] in (None, ""):
+            raise ProfileError("is required but missing", source=str(layers[-1][0]), key=key,
+                               fix=f"add `{key}: ...` ({f.doc})")
+    for key in PATH_KEYS:
+        values[key] = os.path.abspath(os.path.expandvars(os.path.expanduser(values[key])))
+    return SiteProfile(name=values["name"], values=values, origins=origins)
+
+
+
+def _describe(key: str) -> str:
+    f = SCHEMA[key]
+    if f.choices:
+        return "one of " + ", ".join(f.choices)
+    if f.pattern_help:
+        return f.pattern_help
+    return {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
+            "list[str]": "a list of strings", "dict[str,str]": "a mapping NAME: value"}[f.kind] + (
+        f" (at least {f.minimum:g})" if f.minimum is not None else "")

@@ -1,0 +1,150 @@
+"""The run directory: the contract between the login node and the jobs.
+
+Layout (see ARCHITECTURE.md): manifest.json, profile.resolved.yaml, scripts/, logs/, preflight/, raw/, results/.
+Every file another process may read is written atomically (temp file, fsync, rename). A run directory is created
+complete under a hidden temporary name and renamed into place, so a crash never leaves a half-written run.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import secrets
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+MANIFEST = "manifest.json"
+SUBDIRS = ("scripts", "logs", "preflight/nodes", "raw", "results")
+
+
+def new_run_id(benchmark: str, now: _dt.datetime | None = None) -> str:
+    """Sortable and unique even for two cron runs started in the same second."""
+    now = now or _dt.datetime.now()
+    return f"{benchmark}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str, mode: int = 0o644) -> None:
+    atomic_write_bytes(path, text.encode(), mode)
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: Path) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+class RunDirectory:
+    """One run's directory. Construct with an existing path, or create one with `RunDirectory.staged`."""
+
+    def __init__(self, path: str | Path, final_path: str | Path | None = None) -> None:
+        self.path = Path(path).resolve()
+        # Where the directory will live once staged creation finishes; scripts refer to this path.
+        self.final_path = Path(final_path).resolve() if final_path else self.path
+
+    def __repr__(self) -> str:
+        return f"RunDirectory({str(self.path)!r})"
+
+    # --- locations
+    @property
+    def run_id(self) -> str:
+        return self.final_path.name
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def scripts(self) -> Path:
+        return self.path / "scripts"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def preflight(self) -> Path:
+        return self.path / "preflight"
+
+    @property
+    def raw(self) -> Path:
+        return self.path / "raw"
+
+    @property
+    def results(self) -> Path:
+        return self.path / "results"
+
+    def exists(self) -> bool:
+        return self.manifest_path.is_file()
+
+    # --- manifest
+    def read_manifest(self) -> dict[str, Any]:
+        if not self.manifest_path.is_file():
+            raise FileNotFoundError(f"{self.path} is not an mlps-slurm run directory (no {MANIFEST})")
+        return read_json(self.manifest_path)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        atomic_write_json(self.manifest_path, manifest)
+
+    def update_manifest(self, **changes: Any) -> dict[str, Any]:
+        manifest = self.read_manifest()
+        manifest.update(changes)
+        self.write_manifest(manifest)
+        return manifest
+
+    # --- creation
+    @classmethod
+    @contextmanager
+    def staged(cls, results_root: Path, run_id: str) -> Iterator["RunDirectory"]:
+        """Yield a run directory under a temporary name; rename it to its run id only if the block succeeds."""
+        results_root.mkdir(parents=True, exist_ok=True)
+        final = results_root / run_id
+        if final.exists():
+            raise FileExistsError(f"run directory {final} already exists; run directories are never reused")
+        staging = Path(tempfile.mkdtemp(prefix=f".{run_id}.", suffix=".staging", dir=results_root))
+        try:
+            for sub in SUBDIRS:
+                (staging / sub).mkdir(parents=True, exist_ok=True)
+            yield cls(staging, final)
+            os.rename(staging, final)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def resolve_run(ref: str, results_root: Path | None = None) -> RunDirectory:
+    """A run given as a path, or as a run id under results_root."""
+    candidates = [Path(ref)]
+    if results_root is not None:
+        candidates.append(results_root / ref)
+    for c in candidates:
+        rd = RunDirectory(c)
+        if rd.exists():
+            return rd
+    where = " or ".join(str(c) for c in candidates)
+    raise FileNotFoundError(f"no run directory at {where}")

@@ -1,0 +1,74 @@
+"""The real checkpointing chain on the local Slurm cluster: preflight -> engine under srun -> finalize."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS, rank_shards
+
+SCALE = 0.0005  # llama3-8b: ~56 MB per checkpoint over 8 ranks
+
+
+def submit(tmp_path: Path, *extra: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, Path]:
+    results = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlps_slurm", "submit", "checkpointing", "--model", "llama3-8b", "--scale", str(SCALE),
+         "--seconds-between-checkpoints", "0", "--results-dir", str(results), "--wait", "--timeout", str(timeout),
+         *extra],
+        capture_output=True, text=True, timeout=timeout + 60)
+    runs = [p for p in results.iterdir() if not p.name.startswith(".")] if results.exists() else []
+    assert len(runs) == 1, (proc.stdout, proc.stderr)
+    return proc, runs[0]
+
+
+def slurm_state(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True, check=True).stdout
+    return dict(tok.split("=", 1) for tok in out.split() if "=" in tok)
+
+
+def test_chain_completes_with_ten_writes_and_reads(tmp_path):
+    proc, run = submit(tmp_path, "-o", f"storage.checkpoint_dir={tmp_path / 'ckpt'}")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    for key in ("preflight", "checkpointing", "finalize"):
+        state = slurm_state(manifest["jobs"][key]["job_id"])
+        assert state["JobState"] == "COMPLETED", (key, state)
+    results = json.loads((run / "results" / "results.json").read_text())
+    assert results["status"] == "success" and results["reasons"] == []
+    assert results["submittable"] is False  # scaled
+    metrics = results["metrics"]
+    expected = sum(s.total_bytes for s in rank_shards(LLAMA3_MODELS["llama3-8b"], 8, SCALE))
+    writes = [c for c in metrics["checkpoints"] if c["phase"] == "write"]
+    reads = [c for c in metrics["checkpoints"] if c["phase"] == "read"]
+    assert len(writes) == 10 and len(reads) == 10
+    assert all(c["bytes"] == expected for c in writes + reads)
+    assert all(c["throughput_GBps"] > 0 and c["duration_s"] > 0 for c in writes + reads)
+    assert metrics["hosts"] == ["n1", "n2", "n3", "n4"]  # 8 ranks spread over the 4 emulated nodes
+    preflight = json.loads((run / "preflight" / "preflight.json").read_text())
+    assert preflight["ok"] and preflight["nodes"] == ["n1", "n2", "n3", "n4"]
+    # The user-facing output: the results table with write and read GB/s, and the run directory.
+    assert "mean GB/s" in proc.stdout and str(run) in proc.stdout
+    assert not any((tmp_path / "ckpt").glob("*/ckpt_*")), "checkpoint files are removed after the run"
+
+
+def test_failing_preflight_cancels_the_benchmark_and_finalize_says_why(tmp_path):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a regular file where a directory is needed\n")
+    proc, run = submit(tmp_path, "-o", f"storage.checkpoint_dir={blocker}/ckpt", timeout=300)
+    assert proc.returncode == 1
+    manifest = json.loads((run / "manifest.json").read_text())
+    states = {k: slurm_state(v["job_id"]) for k, v in manifest["jobs"].items()}
+    assert states["preflight"]["JobState"] == "FAILED"
+    assert states["checkpointing"]["JobState"] == "CANCELLED"
+    assert states["checkpointing"]["Reason"] == "DependencyNeverSatisfied"
+    assert states["finalize"]["JobState"] == "FAILED"  # ran (afterany), reported, and exited non-zero
+    results = json.loads((run / "results" / "results.json").read_text())
+    assert results["status"] == "failed" and results["metrics"] is None
+    assert "preflight failed" in results["reasons"][0]
+    assert "storage.checkpoint_dir.writable" in results["reasons"][0]
+    assert all(node in results["reasons"][0] for node in ("n1", "n2", "n3", "n4"))
+    assert results["jobs"]["checkpointing"]["state"] == "CANCELLED"
+    assert "preflight failed" in proc.stdout

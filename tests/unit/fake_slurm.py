@@ -1,0 +1,36 @@
+"""FakeSlurmBackend: an in-memory stand-in for fast unit tests of chain logic. Integration tests use real Slurm."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlps_slurm.slurm import Dependency, JobState, SlurmError
+
+
+class FakeSlurmBackend:
+    def __init__(self, fail_on_submit: int | None = None, forget: set[str] | None = None) -> None:
+        self.submitted: list[tuple[Path, list[Dependency]]] = []
+        self.cancelled: list[str] = []
+        self.fail_on_submit = fail_on_submit  # 0-based index of the sbatch call that fails
+        self.forget = forget or set()  # job ids the "controller" claims not to know
+        self._next = 100
+
+    def ping(self) -> None:
+        pass
+
+    def submit(self, script: Path, dependencies: list[Dependency], extra_args: list[str] | None = None,
+               test_only: bool = False) -> str:
+        if self.fail_on_submit is not None and len(self.submitted) == self.fail_on_submit:
+            raise SlurmError("sbatch: error: Batch job submission failed: Invalid partition name specified")
+        self.submitted.append((script, dependencies))
+        self._next += 1
+        return str(self._next)
+
+    def job_exists(self, job_id: str) -> bool:
+        return job_id not in self.forget and int(job_id) <= self._next
+
+    def states(self, job_ids: list[str]) -> dict[str, list[JobState]]:
+        return {j: [JobState(j, "fake", "PENDING", "Dependency")] for j in job_ids}
+
+    def cancel(self, job_ids: list[str]) -> None:
+        self.cancelled += job_ids

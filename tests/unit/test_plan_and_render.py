@@ -1,0 +1,105 @@
+"""Plan decisions and rendered scripts (golden files) for the checkpointing chain."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS, rank_shards
+from mlps_slurm.plan import CheckpointingRequest, PlanError, plan_checkpointing
+from mlps_slurm.profile import load_profile
+from mlps_slurm.render import render_plan
+
+GOLDEN = Path(__file__).resolve().parent.parent / "golden"
+RUN_DIR = "/scratch/runs/checkpointing-20261128-120000-abcdef"
+PY = "/opt/venv/bin/python"
+
+
+def make_plan(overrides=(), **request):
+    profile = load_profile("localhost", [*overrides, "storage.checkpoint_dir=/scratch/ckpt"])
+    req = CheckpointingRequest(**{"model": "llama3-8b", **request})
+    return plan_checkpointing(req, profile, run_id=Path(RUN_DIR).name, run_dir=RUN_DIR, python=PY)
+
+
+def check_golden(name: str, text: str) -> None:
+    """Compare with a recorded script; a missing record is created (delete it if a change is intended)."""
+    path = GOLDEN / name
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        pytest.fail(f"recorded new golden file {path}; rerun the tests")
+    expected = path.read_text()
+    if text != expected:
+        diff = "".join(difflib.unified_diff(expected.splitlines(True), text.splitlines(True), str(path), "rendered"))
+        pytest.fail(f"rendered script differs from {path} (delete the record if this change is intended):\n{diff}")
+
+
+def test_chain_shape_and_dependencies():
+    plan = make_plan()
+    assert [j.key for j in plan.jobs] == ["preflight", "checkpointing", "finalize"]
+    assert plan.job("checkpointing").dependencies == (("afterok", ("preflight",)),)
+    assert plan.job("finalize").dependencies == (("afterany", ("preflight", "checkpointing")),)
+
+
+def test_closed_process_count_is_default_and_spread_over_profile_nodes():
+    plan = make_plan()
+    assert plan.request["num_processes"] == 8 and plan.request["nodes"] == 4
+    assert "--ntasks=8" in plan.job("checkpointing").sbatch
+    assert "--ntasks-per-node=2" in plan.job("checkpointing").sbatch
+    assert plan.job("checkpointing").context["launch"][:3] == ["srun", "--mpi=pmix", "--ntasks=8"]
+    assert plan.submittable
+
+
+def test_expected_bytes_follow_catalog_and_scale():
+    plan = make_plan(scale=0.001, num_processes=4)
+    expected = sum(s.total_bytes for s in rank_shards(LLAMA3_MODELS["llama3-8b"], 4, 0.001))
+    assert plan.request["expected_bytes_per_checkpoint"] == expected
+    assert not plan.submittable and "not submittable" in plan.notes[0]
+
+
+@pytest.mark.parametrize("request_kw, message", [
+    ({"model": "llama3-13b"}, "valid models: llama3-8b, llama3-70b, llama3-405b, llama3-1t"),
+    ({"model": "llama3-405b", "num_processes": 8}, "must be a multiple of 256"),
+    ({"scale": 0}, "--scale must be in (0, 1]"),
+    ({"nodes": 5}, "exceeds the profile's nodes.count (4)"),
+    ({"num_processes": 2, "nodes": 3}, "each node needs at least one rank"),
+    ({"engine": "fio"}, "valid engines: builtin, dlio"),
+])
+def test_bad_requests_say_what_to_change(request_kw, message):
+    with pytest.raises(PlanError, match=None) as err:
+        make_plan(**request_kw)
+    assert message in str(err.value)
+
+
+def test_unsafe_sbatch_value_is_refused():
+    with pytest.raises(PlanError, match="slurm.partition"):
+        make_plan(overrides=["slurm.partition=debug --wrap=x"])
+
+
+def test_golden_scripts_localhost():
+    scripts = render_plan(make_plan(scale=0.001, num_checkpoints_write=3, num_checkpoints_read=3,
+                                    seconds_between_checkpoints=0))
+    assert list(scripts) == ["00-preflight.sbatch", "01-checkpointing.sbatch", "02-finalize.sbatch"]
+    for name, text in scripts.items():
+        check_golden(f"localhost/{name}", text)
+
+
+@pytest.mark.parametrize("evil", ["x; rm -rf ~", "$(reboot)", "`touch /tmp/pwned`", "a'b\"c", "$HOME"])
+def test_profile_values_render_inert(evil, tmp_path):
+    marker = tmp_path / "executed"
+    plan = make_plan(overrides=["environment.env=" + json.dumps({"EVIL": evil}),
+                                f"storage.checkpoint_dir=/scratch/{evil}"])
+    for text in render_plan(plan).values():
+        script = tmp_path / "s.sh"
+        script.write_text(text)
+        assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+        # Run only the environment part of the header, to prove the value is data, not code.
+        header = text.split("export MLPS_RUN_DIR")[0].replace("set -euo pipefail", "")
+        probe = header + f'\nprintf %s "$EVIL" > {marker}\n'
+        script.write_text(probe)
+        subprocess.run(["bash", str(script)], check=True, timeout=10)
+        assert marker.read_text() == evil
