@@ -112,7 +112,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ProfileError("the file is empty", source=str(path), fix="a profile needs at least `name: <name>`")
     if not isinstance(data, dict):
         raise ProfileError(f"the top level must be a mapping of keys, got {type(data).__name__}", source=str(path),
-                           line=1)
+                           line=1, fix="start from site_profiles/localhost.yaml: `name: ...`, `slurm:`, `nodes:` ...")
     lines: dict[str, int] = {}
 
     def walk(n: yaml.Node, prefix: str) -> None:
@@ -138,7 +138,8 @@ def _flatten(data: dict[str, Any], lines: dict[str, int], source: str) -> dict[s
             elif key in SECTIONS:
                 if not isinstance(v, dict):
                     raise ProfileError(f"expected a mapping (a section of keys), got {type(v).__name__}",
-                                       source=source, key=key, line=lines.get(key))
+                                       source=source, key=key, line=lines.get(key),
+                                       fix=f"write the keys of {key} indented below it: {_example_key(key)}")
                 walk(v, key + ".")
             else:
                 raise ProfileError(f"unknown key{_suggest(key)}", source=source, key=key, line=lines.get(key),
@@ -147,6 +148,11 @@ def _flatten(data: dict[str, Any], lines: dict[str, int], source: str) -> dict[s
 
     walk(data, "")
     return flat
+
+
+def _example_key(section: str) -> str:
+    first = next(k for k in SCHEMA if k.startswith(section + "."))
+    return f"`{section}:` then `  {first[len(section) + 1:].split('.')[0]}: ...`"
 
 
 def _suggest(key: str) -> str:

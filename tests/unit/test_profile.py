@@ -1,0 +1,71 @@
+"""Site profile loading: defaults, layering, extends, overrides, and errors that name file, key and line."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from mlps_slurm.profile import ProfileError, load_profile
+from mlps_slurm.profile.schema import SCHEMA
+
+
+def test_localhost_profile_resolves_with_defaults():
+    p = load_profile("localhost")
+    assert p.get("slurm.partition") == "debug"
+    assert p.get("launcher.mpi") == "pmix"
+    assert p.get("slurm.account") is None  # schema default
+    assert p.origins["slurm.account"] == "default"
+    assert p.origins["slurm.partition"].endswith("localhost.yaml:7")
+    assert p.get("storage.results_dir") == os.path.expanduser("~/mlps-slurm/runs")
+    assert set(p.values) == set(SCHEMA)
+
+
+def test_extends_and_override_order(profile_file, tmp_path):
+    base = profile_file("name: base\nnodes:\n  count: 8\nslurm:\n  qos: normal\n", "base.yaml")
+    child = profile_file(f"name: child\nextends: {base}\nnodes:\n  count: 2\n", "child.yaml")
+    p = load_profile(str(child), ["slurm.qos=high"])
+    assert p.get("nodes.count") == 2 and p.origins["nodes.count"] == f"{child}:4"
+    assert p.get("slurm.qos") == "high" and p.origins["slurm.qos"] == "-o slurm.qos=high"
+    p = load_profile(str(child))
+    assert p.get("slurm.qos") == "normal" and p.origins["slurm.qos"] == f"{base}:5"
+
+
+def test_xdg_profile_shadows_packaged_one(tmp_path, monkeypatch):
+    d = tmp_path / "xdg" / "mlps-slurm" / "site_profiles"
+    d.mkdir(parents=True)
+    (d / "localhost.yaml").write_text("name: localhost\nnodes:\n  count: 1\n")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert load_profile("localhost").get("nodes.count") == 1
+
+
+@pytest.mark.parametrize("text, line, fragments", [
+    ("name: x\nslurm:\n  partition: [a\n", 4, ["malformed YAML", "column"]),
+    ("name: x\nslurm:\n  partitoin: debug\n", 3, ["slurm.partitoin", "did you mean 'slurm.partition'"]),
+    ("name: x\nnodes:\n  count: two\n", 3, ["nodes.count", "expected an integer, got a string 'two'"]),
+    ("name: x\nnodes:\n  count: 0\n", 3, ["nodes.count", "must be at least 1"]),
+    ("name: x\nlauncher:\n  mpi: openmpi\n", 3, ["launcher.mpi", "must be one of pmix, pmi2, none"]),
+    ("name: x\nslurm:\n  time_limit:\n    run: 3 hours\n", 4, ["slurm.time_limit.run", "a Slurm time"]),
+    ("name: x\nslurm: debug\n", 2, ["slurm", "expected a mapping"]),
+    ("description: no name\n", None, ["name", "is required but missing"]),
+    ("name: x\nenvironment:\n  env:\n    1BAD: x\n", 3, ["environment.env", "not a valid environment variable"]),
+    ("name: x\nslurm:\n  partition: 'debug --wrap=x'\n", 3, ["slurm.partition", "a Slurm partition name"]),
+    ("- just\n- a list\n", 1, ["top level must be a mapping"]),
+    ("", None, ["the file is empty"]),
+])
+def test_bad_profiles_name_file_key_and_line(profile_file, text, line, fragments):
+    path = profile_file(text)
+    with pytest.raises(ProfileError) as err:
+        load_profile(str(path))
+    message = str(err.value)
+    assert message.startswith(str(path) + (f":{line}" if line else ""))
+    for fragment in fragments:
+        assert fragment in message
+    assert "fix:" in message or "column" in message
+
+
+def test_extends_cycle_is_reported(profile_file):
+    a = profile_file("name: a\nextends: b.yaml\n", "a.yaml")
+    profile_file("name: b\nextends: a.yaml\n", "b.yaml")
+    with pytest.raises(ProfileError, match="cycle"):
+        load_profile(str(a))
