@@ -1,4 +1,4 @@
 from mlps_slurm.cli.main import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="mlps-slurm")

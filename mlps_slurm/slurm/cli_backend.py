@@ -69,12 +69,16 @@ class CliSlurm:
 
     # --- the seam
     def ping(self) -> None:
+        conf = os.environ.get("SLURM_CONF")
+        if conf and not os.path.isfile(conf):
+            # scontrol would retry reading it for 60 s before giving up
+            raise SlurmUnreachable(f"Slurm is not reachable: SLURM_CONF={conf} does not exist; {_START_CLUSTER_HINT}")
         try:
             proc = self._run(["scontrol", "ping"], retry=False)
         except SlurmError as exc:  # whatever the cause (no config, no munge, no controller), nothing can be submitted
             raise SlurmUnreachable(str(exc) if isinstance(exc, SlurmUnreachable) else
                                    f"Slurm is not reachable ({exc}); {_START_CLUSTER_HINT}") from exc
-        if "UP" not in proc.stdout:
+        if " is UP" not in proc.stdout:
             raise SlurmUnreachable(f"Slurm is not reachable: {proc.stdout.strip()}; {_START_CLUSTER_HINT}")
 
     def submit(self, script: Path, dependencies: list[Dependency], extra_args: list[str] | None = None,

@@ -19,7 +19,7 @@ def test_cli_model_choices_match_catalog():
     (["submit", "trainingz", "--model", "x"], "unknown benchmark 'trainingz'; valid benchmarks: checkpointing"),
     (["render", "bogus"], "valid benchmarks: checkpointing"),
     (["submit", "checkpointing", "--model", "llama3-13b"], "'llama3-8b', 'llama3-70b', 'llama3-405b', 'llama3-1t'"),
-    (["submit", "checkpointing", "--model", "llama3-8b", "--frobnicate"], "No such option: --frobnicate"),
+    (["submit", "checkpointing", "--model", "llama3-8b", "--frobnicate"], "No such option '--frobnicate'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--profile", "nosuchsite"],
      "unknown profile 'nosuchsite'; available profiles: localhost"),
     (["submit", "checkpointing", "--model", "llama3-8b", "-o", "nodes.cout=2"], "did you mean 'nodes.count'"),
@@ -37,8 +37,12 @@ def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, args, expected):
     assert not results.exists() or not any(results.iterdir())
 
 
-def test_slurm_unreachable_says_how_to_start_it(cli, tmp_path):
-    env = {**os.environ, "SLURM_CONF": str(tmp_path / "missing.conf"), "PATH": os.environ["PATH"]}
+@pytest.mark.parametrize("conf_text", [None, "ClusterName=x\nSlurmctldHost=localhost\nSlurmctldPort=1\n"])
+def test_slurm_unreachable_says_how_to_start_it(cli, tmp_path, conf_text):
+    conf = tmp_path / "slurm.conf"  # missing, or naming a controller that is not running
+    if conf_text:
+        conf.write_text(conf_text)
+    env = {**os.environ, "SLURM_CONF": str(conf)}
     results = tmp_path / "runs"
     proc = cli("submit", "checkpointing", "--model", "llama3-8b", "--scale", "0.001", "--results-dir",
                str(results), env=env)

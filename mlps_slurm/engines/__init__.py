@@ -1,0 +1,1 @@
+"""One adapter per engine: build its command line, normalize its output into metrics."""

@@ -1,0 +1,1 @@
+"""Code that runs inside Slurm jobs. Never imports mlps_slurm.cli."""
