@@ -52,7 +52,7 @@ def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict
         "plan": {
             "submittable": plan.submittable,
             "notes": list(plan.notes),
-            "jobs": [{"key": j.key, "script": name, "sbatch": list(j.sbatch),
+            "jobs": [{"key": j.key, "script": name, "sbatch": list(j.sbatch), "sbatch_args": list(j.sbatch_args),
                       "dependencies": [[kind, list(keys)] for kind, keys in j.dependencies]}
                      for j, name in zip(plan.jobs, scripts)],
         },
@@ -67,9 +67,17 @@ def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict
     return manifest
 
 
-def create_run(plan: Plan, profile: SiteProfile, results_root: Path,
-               site_template_dirs: list[Path] | None = None) -> RunDirectory:
-    scripts = render_plan(plan, site_template_dirs or [])  # render before creating anything: a bad template
+SYSTEM_TEMPLATES = Path("/etc/mlps-slurm/templates")
+
+
+def site_template_dirs(profile: SiteProfile) -> list[Path]:
+    """Site template directories, searched before the packaged templates: the profile's, then the system one."""
+    dirs = [Path(profile.get("templates.dir"))] if profile.get("templates.dir") else []
+    return dirs + [SYSTEM_TEMPLATES]
+
+
+def create_run(plan: Plan, profile: SiteProfile, results_root: Path) -> RunDirectory:
+    scripts = render_plan(plan, site_template_dirs(profile))  # render before creating anything: a bad template
     with RunDirectory.staged(results_root, plan.run_id) as staged:  # leaves no directory behind
         write_run(plan, profile, staged, scripts)
     return RunDirectory(results_root / plan.run_id)
@@ -90,7 +98,7 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
                         raise SlurmError(f"Slurm does not know job {ids[key]} ({key}) that {job['key']} would "
                                          "depend on; refusing to chain on it")
                 deps.append(Dependency(kind, tuple(ids[k] for k in keys)))
-            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps)
+            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps, job.get("sbatch_args", []))
             manifest["jobs"][job["key"]] = {"job_id": ids[job["key"]], "script": job["script"],
                                             "submitted": dt.datetime.now(dt.timezone.utc).isoformat()}
             run.write_manifest(manifest)

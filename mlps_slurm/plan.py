@@ -7,7 +7,8 @@ only format and the plan can be tested without Slurm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlps_slurm import __version__
@@ -46,6 +47,7 @@ class JobSpec:
     sbatch: tuple[str, ...]  # "#SBATCH" arguments, e.g. "--nodes=4"
     dependencies: tuple[tuple[str, tuple[str, ...]], ...]  # (Slurm dependency type, keys of earlier jobs)
     context: dict[str, Any]
+    sbatch_args: tuple[str, ...] = ()  # extra sbatch command-line arguments (profile slurm.extra_sbatch_args)
 
 
 @dataclass(frozen=True)
@@ -61,30 +63,84 @@ class Plan:
         return next(j for j in self.jobs if j.key == key)
 
 
+class ShellRef(str):
+    """An argument whose value is a shell variable of the job (e.g. SLURM_JOB_NODELIST), rendered as "$NAME"."""
+
+
 def _sbatch_value(option: str, value: str, source: str) -> str:
     if not SBATCH_TOKEN.match(value):
         raise PlanError(f"{source} = {value!r} cannot be used in `#SBATCH {option}`: only letters, digits and "
-                        "_.,:@%+=/-[] are allowed there (no spaces or quotes); choose a path or name without them")
+                        "_.,:@%+=/-[]&|!* are allowed there (no spaces or quotes); choose a path or name without them")
     return f"{option}={value}"
 
 
-def _common_sbatch(profile: SiteProfile, run_dir: str, key: str, time_key: str) -> list[str]:
+def sbatch_directives(profile: SiteProfile, run_dir: str, key: str, kind: str, benchmark_job: bool) -> list[str]:
+    """The #SBATCH options of one job. `kind` is the profile's job kind: preflight, datagen, run or finalize."""
     opts = [_sbatch_value("--job-name", f"mlps-{key}", "job name"),
             _sbatch_value("--output", f"{run_dir}/logs/%x-%j.out", "storage.results_dir"),
-            _sbatch_value("--time", profile.get(f"slurm.time_limit.{time_key}"), f"slurm.time_limit.{time_key}")]
-    for opt, pkey in (("--partition", "slurm.partition"), ("--account", "slurm.account"), ("--qos", "slurm.qos")):
+            _sbatch_value("--time", profile.get(f"slurm.time_limit.{kind}"), f"slurm.time_limit.{kind}")]
+    partition_key = f"slurm.partitions.{kind}" if profile.get(f"slurm.partitions.{kind}") else "slurm.partition"
+    for opt, pkey in (("--partition", partition_key), ("--account", "slurm.account"), ("--qos", "slurm.qos"),
+                      ("--reservation", "slurm.reservation"), ("--constraint", "slurm.constraint")):
         value = profile.get(pkey)
         if value:
             opts.append(_sbatch_value(opt, value, pkey))
+    if benchmark_job:
+        # Only the jobs that drive storage need whole nodes or accelerators; preflight and finalize stay small.
+        if profile.get("slurm.gres"):
+            opts.append(_sbatch_value("--gres", profile.get("slurm.gres"), "slurm.gres"))
+        if profile.get("slurm.exclusive"):
+            opts.append("--exclusive")
+    opts += list(profile.get("slurm.extra_directives"))
     return opts
 
 
-def launcher_argv(profile: SiteProfile, num_tasks: int) -> list[str]:
+def container_mounts(profile: SiteProfile, run_dir: str) -> list[str]:
+    """The profile's mounts plus every directory the run reads or writes, mounted at the same path."""
+    mounts = list(profile.get("container.mounts"))
+    for path in (str(Path(run_dir).parent), profile.get("storage.checkpoint_dir"), profile.get("storage.data_dir"),
+                 profile.get("storage.kvcache_dir")):
+        if not any(m.split(":")[0] == path for m in mounts):
+            mounts.append(f"{path}:{path}")
+    return mounts
+
+
+def pyxis_srun_options(profile: SiteProfile, run_dir: str) -> list[str]:
+    if profile.get("container.runtime") != "pyxis":
+        return []
+    return [f"--container-image={profile.get('container.image')}",
+            "--container-mounts=" + ",".join(container_mounts(profile, run_dir)),
+            *profile.get("container.extra_args")]
+
+
+def apptainer_prefix(profile: SiteProfile, run_dir: str) -> list[str]:
+    if profile.get("container.runtime") != "apptainer":
+        return []
+    return [profile.get("container.apptainer"), "exec", "--bind", ",".join(container_mounts(profile, run_dir)),
+            *profile.get("container.extra_args"), profile.get("container.image")]
+
+
+def batch_host_command(profile: SiteProfile, run_dir: str, argv: list[str]) -> list[str]:
+    """A single command on the batch host, inside the container when there is one."""
+    pyxis = pyxis_srun_options(profile, run_dir)
+    if pyxis:  # pyxis enters a container only through srun
+        return ["srun", "--nodes=1", "--ntasks=1", *pyxis, *argv]
+    return [*apptainer_prefix(profile, run_dir), *argv]
+
+
+def per_node_command(profile: SiteProfile, run_dir: str, nodes: int, argv: list[str]) -> list[str]:
+    """One task on each node of the allocation (srun: the scheduler's own tool, whatever the MPI launcher)."""
+    return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", *pyxis_srun_options(profile, run_dir),
+            *apptainer_prefix(profile, run_dir), *argv]
+
+
+def launcher_argv(profile: SiteProfile, num_tasks: int, run_dir: str) -> list[str]:
     """The parallel launch prefix inside an allocation (scheduler and launcher are separate axes)."""
     extra = list(profile.get("launcher.extra_args"))
     if profile.get("launcher.kind") == "srun":
-        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--ntasks={num_tasks}", *extra]
-    return ["mpirun", "-np", str(num_tasks), *extra]
+        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--ntasks={num_tasks}", *extra,
+                *pyxis_srun_options(profile, run_dir), *apptainer_prefix(profile, run_dir)]
+    return ["mpirun", "-np", str(num_tasks), *extra, *apptainer_prefix(profile, run_dir)]
 
 
 def _base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) -> dict[str, Any]:
@@ -93,6 +149,7 @@ def _base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) 
         "run_id": run_id,
         "run_dir": run_dir,
         "python": python,
+        "module_init": profile.get("environment.module_init"),
         "modules": list(profile.get("environment.modules")),
         "env": dict(profile.get("environment.env")),
         "setup": list(profile.get("environment.setup")),
@@ -119,10 +176,14 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     if request.seconds_between_checkpoints < 0:
         raise PlanError("--seconds-between-checkpoints must not be negative")
     max_nodes = profile.get("nodes.count")
-    nodes = request.nodes or min(max_nodes, nprocs)
+    per_node = profile.get("nodes.accelerators_per_node")
+    nodes = request.nodes or math.ceil(nprocs / per_node)
     if nodes > max_nodes:
-        raise PlanError(f"--nodes {nodes} exceeds the profile's nodes.count ({max_nodes}); lower --nodes or raise "
-                        "nodes.count in the profile (or -o nodes.count=N)")
+        how = (f"--nodes {nodes}" if request.nodes else
+               f"{nprocs} ranks at {per_node} simulated accelerators per node (nodes.accelerators_per_node) "
+               f"need {nodes} nodes")
+        raise PlanError(f"{how}, but the profile allows {max_nodes} (nodes.count); pass --nodes N (at most "
+                        f"{max_nodes}) to put more ranks on each node, or raise nodes.count in the profile")
     if nodes > nprocs:
         raise PlanError(f"--nodes {nodes} is more than the {nprocs} processes; each node needs at least one rank")
 
@@ -147,17 +208,19 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     preflight = JobSpec(
         key="preflight",
         template="preflight.sbatch.j2",
-        sbatch=tuple(_common_sbatch(profile, run_dir, "preflight", "preflight")
+        sbatch=tuple(sbatch_directives(profile, run_dir, "preflight", "preflight", benchmark_job=False)
                      + [f"--nodes={nodes}", "--ntasks-per-node=1"]),
         dependencies=(),
         context={**base,
-                 "node_check": ["srun", "--ntasks-per-node=1", f"--nodes={nodes}", python, "-m",
-                                "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir],
-                 "gather": [python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir]},
+                 "node_check": per_node_command(profile, run_dir, nodes, [
+                     python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
+                 "gather": batch_host_command(profile, run_dir, [
+                     python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir,
+                     "--expected-nodes", ShellRef("SLURM_JOB_NODELIST")])},
     )
     ranks_per_node = math.ceil(nprocs / nodes)
-    bench_sbatch = _common_sbatch(profile, run_dir, "checkpointing", "run") + [f"--nodes={nodes}",
-                                                                                f"--ntasks={nprocs}"]
+    bench_sbatch = sbatch_directives(profile, run_dir, "checkpointing", "run", benchmark_job=True) + [
+        f"--nodes={nodes}", f"--ntasks={nprocs}"]
     if nprocs % nodes == 0:
         bench_sbatch.append(f"--ntasks-per-node={ranks_per_node}")
     benchmark = JobSpec(
@@ -168,7 +231,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         context={**base,
                  "raw_dir": raw,
                  "checkpoint_dir": checkpoint_dir,
-                 "launch": launcher_argv(profile, nprocs),
+                 "launch": launcher_argv(profile, nprocs, run_dir),
                  "engine": engine_argv(python, model.name, checkpoint_dir, engine_output,
                                        request.num_checkpoints_write, request.num_checkpoints_read, request.scale,
                                        request.seconds_between_checkpoints, request.keep_files)},
@@ -176,10 +239,12 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     finalize = JobSpec(
         key="finalize",
         template="finalize.sbatch.j2",
-        sbatch=tuple(_common_sbatch(profile, run_dir, "finalize", "finalize") + ["--nodes=1", "--ntasks=1"]),
+        sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
+                     + ["--nodes=1", "--ntasks=1"]),
         # afterany on both: finalize runs whatever happened, and reports a failed preflight too.
         dependencies=(("afterany", ("preflight", "checkpointing")),),
-        context={**base, "finalize": [python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir]},
+        context={**base, "finalize": batch_host_command(profile, run_dir, [
+            python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
     )
     req = {
         "benchmark": "checkpointing", "model": model.name, "num_processes": nprocs, "nodes": nodes,
@@ -189,5 +254,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         "keep_files": request.keep_files, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
         "expected_bytes_per_checkpoint": sum(s.total_bytes for s in ckpt.rank_shards(model, nprocs, request.scale)),
     }
-    return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=(preflight, benchmark, finalize),
+    jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
+                 for j in (preflight, benchmark, finalize))
+    return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=jobs,
                 submittable=submittable, notes=tuple(notes))

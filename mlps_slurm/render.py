@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import jinja2
 
-from mlps_slurm.plan import JobSpec, Plan
+from mlps_slurm.plan import JobSpec, Plan, ShellRef
 from mlps_slurm.resources import templates_dir
 
 
@@ -33,8 +33,16 @@ def _finalize(value: Any) -> str:
     return shlex.quote(str(value))
 
 
+def _word(value: Any) -> str:
+    if isinstance(value, ShellRef):
+        if not value.isidentifier():
+            raise TemplateError(f"invalid shell variable reference {value!r}")
+        return f'"${{{value}}}"'
+    return shlex.quote(str(value))
+
+
 def _argv(value: Iterable[Any]) -> ShellSafe:
-    return ShellSafe(" ".join(shlex.quote(str(v)) for v in value))
+    return ShellSafe(" ".join(_word(v) for v in value))
 
 
 def _verbatim(value: str) -> ShellSafe:

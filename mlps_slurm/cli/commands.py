@@ -34,7 +34,8 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
             model=options["model"], num_processes=options["num_processes"], scale=options["scale"],
             num_checkpoints_write=options["writes"], num_checkpoints_read=options["reads"],
             seconds_between_checkpoints=options["seconds_between_checkpoints"], nodes=options["nodes"],
-            engine=options["engine"], keep_files=options["keep_files"])
+            engine=options["engine"] or profile.get("engines.checkpointing.engine"),
+            keep_files=options["keep_files"])
         python = jobs_python(profile)
         results_root = Path(profile.get("storage.results_dir"))
         run_id = new_run_id("checkpointing")

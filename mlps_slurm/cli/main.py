@@ -53,9 +53,9 @@ def checkpointing_options(f: Any) -> Any:
                      help="Checkpoints read back."),
         click.option("--seconds-between-checkpoints", type=click.FloatRange(min=0), default=5.0, show_default=True,
                      help="Pause between two checkpoints (the rules' time_between_checkpoints)."),
-        click.option("--engine", type=click.Choice(("builtin", "dlio")), default="builtin", show_default=True,
+        click.option("--engine", type=click.Choice(("builtin", "dlio")), default=None,
                      help="builtin: mlps-slurm's MPI checkpoint engine; dlio: a DLIO build with llama3 "
-                          "checkpoint workloads."),
+                          "checkpoint workloads (default: the profile's engines.checkpointing.engine)."),
         click.option("--keep-files", is_flag=True, help="Keep the checkpoint files after the run."),
         click.option("--results-dir", type=click.Path(file_okay=False), default=None,
                      help="Where to create the run directory (default: the profile's storage.results_dir)."),

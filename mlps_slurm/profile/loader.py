@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-from mlps_slurm.profile.schema import MAPPING_KEYS, SCHEMA, SECTIONS, check_value, defaults
+from mlps_slurm.profile.schema import MAPPING_KEYS, SCHEMA, SECTIONS, check_value, cross_field_problems, defaults
 from mlps_slurm.resources import site_profiles_dir
 
-PATH_KEYS = ("storage.results_dir", "storage.checkpoint_dir", "storage.data_dir")
+PATH_KEYS = ("storage.results_dir", "storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir")
 
 
 class ProfileError(Exception):
@@ -213,8 +213,22 @@ def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] 
         if f.required and values[key] in (None, ""):
             raise ProfileError("is required but missing", source=str(layers[-1][0]), key=key,
                                fix=f"add `{key}: ...` ({f.doc})")
+    for key, problem, fix in cross_field_problems(values):
+        origin = origins[key]
+        source, _, line = origin.rpartition(":") if origin not in ("default",) and not origin.startswith("-o") \
+            else (origin, "", "")
+        raise ProfileError(problem, source=source or origin, key=key, line=int(line) if line.isdigit() else None,
+                           fix=fix)
     for key in PATH_KEYS:
-        values[key] = os.path.abspath(os.path.expandvars(os.path.expanduser(values[key])))
+        expanded = os.path.expandvars(os.path.expanduser(values[key]))
+        if "$" in expanded:
+            raise ProfileError(f"{values[key]!r} uses an environment variable that is not set",
+                               source=origins[key], key=key,
+                               fix="set the variable before running mlps-slurm, or write the path out")
+        if not os.path.isabs(expanded):
+            raise ProfileError(f"{values[key]!r} expands to the relative path {expanded!r} (an unset variable?)",
+                               source=origins[key], key=key, fix="use an absolute path, or set the variable")
+        values[key] = os.path.normpath(expanded)
     return SiteProfile(name=values["name"], values=values, origins=origins)
 
 

@@ -14,7 +14,8 @@ from typing import Any
 _SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|UNLIMITED|INFINITE)$")
 # Values that become #SBATCH directive arguments: sbatch parses those itself, not bash, so they cannot be
 # shell-quoted; instead they are restricted to characters that cannot end or confuse the directive.
-SBATCH_TOKEN = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-\[\]]+$")
+SBATCH_TOKEN = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-\[\]&|!*]+$")
+_ABS_OR_HOME = re.compile(r"^(/|~|\$)")
 
 
 @dataclass(frozen=True)
@@ -30,50 +31,110 @@ class Field:
     required: bool = False
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_NAME_HELP = "letters, digits, '.', '_' or '-'"
+JOB_KINDS = ("preflight", "datagen", "run", "finalize")
+_TIME_HELP = "a Slurm time such as 00:10:00, 30 or 1-00:00:00"
+
+
+def _sbatch_name(doc: str, what: str) -> Field:
+    return Field("str", None, doc, nullable=True, pattern=SBATCH_TOKEN, pattern_help=what)
+
+
 SCHEMA: dict[str, Field] = {
     "name": Field("str", None, "Profile name (how users pick it with --profile).", required=True,
-                  pattern=re.compile(r"^[A-Za-z0-9_.-]+$"), pattern_help="letters, digits, '.', '_' or '-'"),
+                  pattern=_NAME, pattern_help=_NAME_HELP),
     "description": Field("str", "", "One line saying which cluster this profile targets."),
     "extends": Field("str", None, "Name or path of a profile this one starts from.", nullable=True),
     # --- Slurm: where and how jobs are queued
-    "slurm.partition": Field("str", None, "Partition for every job; null uses the cluster's default partition.",
-                             nullable=True, pattern=SBATCH_TOKEN, pattern_help="a Slurm partition name"),
-    "slurm.account": Field("str", None, "Account charged (--account); null for none.", nullable=True,
-                           pattern=SBATCH_TOKEN, pattern_help="a Slurm account name"),
-    "slurm.qos": Field("str", None, "Quality of service (--qos); null for none.", nullable=True,
-                       pattern=SBATCH_TOKEN, pattern_help="a Slurm QoS name"),
-    "slurm.time_limit.preflight": Field("str", "00:10:00", "Time limit of the preflight job.",
-                                        pattern=_SLURM_TIME, pattern_help="a Slurm time such as 00:10:00 or 1-00:00:00"),
-    "slurm.time_limit.run": Field("str", "04:00:00", "Time limit of each benchmark job.",
-                                  pattern=_SLURM_TIME, pattern_help="a Slurm time such as 04:00:00"),
-    "slurm.time_limit.finalize": Field("str", "00:15:00", "Time limit of the finalize job.",
-                                       pattern=_SLURM_TIME, pattern_help="a Slurm time such as 00:15:00"),
+    "slurm.partition": _sbatch_name("Partition for every job; null uses the cluster's default partition.",
+                                    "a Slurm partition name"),
+    **{f"slurm.partitions.{kind}": _sbatch_name(f"Partition of the {kind} job(s); null uses slurm.partition.",
+                                                "a Slurm partition name") for kind in JOB_KINDS},
+    "slurm.account": _sbatch_name("Account charged (--account); null for none.", "a Slurm account name"),
+    "slurm.qos": _sbatch_name("Quality of service (--qos); null for none.", "a Slurm QoS name"),
+    "slurm.reservation": _sbatch_name("Reservation (--reservation); null for none.", "a Slurm reservation name"),
+    "slurm.constraint": _sbatch_name("Node features required (--constraint), e.g. 'nvme&ib'; null for none.",
+                                     "a Slurm constraint expression without spaces"),
+    "slurm.gres": _sbatch_name("Generic resources per node (--gres), e.g. gpu:4; null for none.",
+                               "a Slurm gres specification such as gpu:4"),
+    "slurm.exclusive": Field("bool", False, "Request whole nodes (--exclusive) for benchmark jobs; storage "
+                             "benchmarks should not share client nodes."),
+    **{f"slurm.time_limit.{kind}": Field("str", default, f"Time limit of the {kind} job(s).", pattern=_SLURM_TIME,
+                                         pattern_help=_TIME_HELP)
+       for kind, default in (("preflight", "00:10:00"), ("datagen", "04:00:00"), ("run", "04:00:00"),
+                             ("finalize", "00:15:00"))},
+    "slurm.extra_directives": Field("list[str]", [], "Extra #SBATCH options for every job, one per item, e.g. "
+                                    "'--mail-type=FAIL'.", pattern=re.compile(r"^--?[A-Za-z][A-Za-z0-9-]*(=\S+)?$"),
+                                    pattern_help="one option such as --mail-type=FAIL (no spaces or quotes)"),
+    "slurm.extra_sbatch_args": Field("list[str]", [], "Extra sbatch command-line arguments, one per item (passed "
+                                     "as arguments, never through a shell)."),
     # --- the nodes a run may use
     "nodes.count": Field("int", 1, "Compute nodes a benchmark job may use (also the preflight's node count).",
                          minimum=1),
     "nodes.cpus": Field("int", None, "CPUs per node; null when unknown.", nullable=True, minimum=1),
-    "nodes.memory_gb": Field("float", None, "Memory per node in GB; null when unknown.", nullable=True, minimum=0),
+    "nodes.memory_gb": Field("float", None, "Client memory per node in GB (the training dataset-size rule needs "
+                             "it); null when unknown.", nullable=True, minimum=0),
+    "nodes.accelerators_per_node": Field("int", 8, "Simulated accelerators (benchmark ranks) per node.",
+                                         minimum=1),
     # --- how parallel tasks are launched inside an allocation
-    "launcher.kind": Field("str", "srun", "Parallel launcher.", choices=("srun", "mpirun")),
+    "launcher.kind": Field("str", "srun", "Parallel launcher inside the allocation.", choices=("srun", "mpirun")),
     "launcher.mpi": Field("str", "pmix", "srun --mpi plugin matching the site's MPI.", choices=("pmix", "pmi2", "none")),
     "launcher.extra_args": Field("list[str]", [], "Extra arguments for the launcher, one per item."),
     # --- the software environment of every job
     "environment.python": Field("str", None,
-                                "Python interpreter used inside jobs; null means the interpreter running mlps-slurm "
-                                "(so login node and compute nodes use the same one).", nullable=True),
-    "environment.modules": Field("list[str]", [], "Environment modules loaded (module load) before anything runs."),
+                                "Python interpreter used inside jobs (inside the container when there is one); "
+                                "null means the interpreter running mlps-slurm, so login node and compute nodes "
+                                "use the same one.", nullable=True),
+    "environment.module_init": Field("str", None, "Script sourced before `module load` when jobs do not start "
+                                     "with modules set up, e.g. /usr/share/lmod/lmod/init/bash.", nullable=True),
+    "environment.modules": Field("list[str]", [], "Environment modules loaded (module load) before anything runs.",
+                                 pattern=re.compile(r"^[A-Za-z0-9_.+/@-]+$"),
+                                 pattern_help="a module name such as openmpi/4.1.5"),
     "environment.env": Field("dict[str,str]", {}, "Environment variables exported in every job."),
     "environment.setup": Field("list[str]", [],
                                "Shell lines run verbatim before the job's work (admin-owned; not quoted)."),
+    # --- containers: the engines and steps run inside the image
+    "container.runtime": Field("str", "none", "Container runtime for the job steps.",
+                               choices=("none", "pyxis", "apptainer")),
+    "container.image": Field("str", None, "Image: an enroot/pyxis image URI or squashfs path, or an Apptainer "
+                             ".sif path; required when container.runtime is not none.", nullable=True),
+    "container.mounts": Field("list[str]", [], "Host paths made visible in the container, as SRC[:DST[:OPTS]]. "
+                              "The storage directories are added automatically.",
+                              pattern=re.compile(r"^/[^,:\s]*(:/[^,:\s]*)?(:[a-z,]+)?$"),
+                              pattern_help="an absolute SRC[:DST[:OPTS]] without spaces or commas"),
+    "container.extra_args": Field("list[str]", [], "Extra arguments for `apptainer exec` or srun's pyxis options."),
+    "container.apptainer": Field("str", "apptainer", "The apptainer (or singularity) executable."),
     # --- storage locations (~ and $VARS are expanded when the profile is loaded)
-    "storage.results_dir": Field("str", "~/mlps-slurm/runs", "Where run directories are created (shared by all nodes)."),
-    "storage.checkpoint_dir": Field("str", "~/mlps-slurm/checkpoints", "Where the checkpointing benchmark writes."),
-    "storage.data_dir": Field("str", "~/mlps-slurm/data", "Where training datasets are generated."),
+    "storage.results_dir": Field("str", "~/mlps-slurm/runs", "Where run directories are created (shared by all "
+                                 "nodes).", pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+    "storage.checkpoint_dir": Field("str", "~/mlps-slurm/checkpoints", "Where the checkpointing benchmark writes.",
+                                    pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+    "storage.data_dir": Field("str", "~/mlps-slurm/data", "Where training datasets are generated.",
+                              pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+    "storage.kvcache_dir": Field("str", "~/mlps-slurm/kvcache", "Where the kv-cache benchmark puts its cache tier.",
+                                 pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+    "storage.filesystem_type": Field("str", None, "Expected filesystem type of the benchmark directories (as "
+                                     "/proc/mounts names it: lustre, gpfs, nfs4, xfs ...); null to accept any.",
+                                     nullable=True, pattern=_NAME, pattern_help=_NAME_HELP),
+    "storage.shared": Field("bool", True, "Whether the benchmark directories are one shared filesystem seen by "
+                            "every node (false: node-local storage)."),
+    # --- engines: which implementation runs each benchmark, and where it is installed
+    "engines.checkpointing.engine": Field("str", "builtin", "Checkpointing engine.", choices=("builtin", "dlio")),
+    "engines.training.engine": Field("str", "dlio", "Training engine.", choices=("dlio",)),
+    "engines.kvcache.engine": Field("str", "builtin", "KV-cache engine.", choices=("builtin", "mlperf")),
+    "engines.vectordb.engine": Field("str", "milvus", "VectorDB engine.", choices=("milvus",)),
+    **{f"engines.{b}.path": Field("str", None, f"Where the {b} engine is installed (a venv or checkout), when not "
+                                  "in the jobs' Python.", nullable=True)
+       for b in ("checkpointing", "training", "kvcache", "vectordb")},
+    # --- site templates
+    "templates.dir": Field("str", None, "Directory of site templates that override packaged ones by file name "
+                           "(searched before /etc/mlps-slurm/templates/).", nullable=True),
     # --- who submits
-    "submission.organization": Field("str", "unknown-org", "Submitting organization (MLPerf Storage submission tree).",
-                                     pattern=re.compile(r"^[A-Za-z0-9_.-]+$"), pattern_help="letters, digits, '.', '_' or '-'"),
+    "submission.organization": Field("str", "unknown-org", "Submitting organization (MLPerf Storage submission "
+                                     "tree).", pattern=_NAME, pattern_help=_NAME_HELP),
     "submission.system": Field("str", "unknown-system", "System name used in the submission tree.",
-                               pattern=re.compile(r"^[A-Za-z0-9_.-]+$"), pattern_help="letters, digits, '.', '_' or '-'"),
+                               pattern=_NAME, pattern_help=_NAME_HELP),
     "submission.division": Field("str", "closed", "Division aimed for.", choices=("closed", "open")),
 }
 
@@ -118,6 +179,8 @@ def check_value(key: str, value: Any) -> tuple[Any, str | None]:
                 return value, f"item {i}: expected a string, got {_type_name(item)}"
             if "\n" in str(item):
                 return value, f"item {i}: must be a single line"
+            if f.pattern is not None and not f.pattern.match(str(item)):
+                return value, f"item {i}: expected {f.pattern_help}, got {item!r}"
         value = [str(v) for v in value]
     elif f.kind == "dict[str,str]":
         if not isinstance(value, dict):
@@ -132,7 +195,7 @@ def check_value(key: str, value: Any) -> tuple[Any, str | None]:
         return value, f"must be one of {', '.join(f.choices)}, got {value!r}"
     if f.minimum is not None and value < f.minimum:
         return value, f"must be at least {f.minimum:g}, got {value!r}"
-    if f.pattern is not None and not f.pattern.match(value):
+    if f.pattern is not None and f.kind == "str" and not f.pattern.match(value):
         return value, f"expected {f.pattern_help}, got {value!r}"
     return value, None
 
@@ -145,3 +208,19 @@ def _expected(f: Field) -> str:
 def _type_name(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
             dict: "a mapping", type(None): "null"}.get(type(value), type(value).__name__)
+
+
+def cross_field_problems(values: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Problems that involve several keys: (key, problem, fix)."""
+    problems = []
+    runtime = values["container.runtime"]
+    if runtime != "none" and not values["container.image"]:
+        problems.append(("container.image", f"is required when container.runtime is {runtime}",
+                         "set container.image to the image to run, or container.runtime to none"))
+    if runtime == "pyxis" and values["launcher.kind"] != "srun":
+        problems.append(("launcher.kind", "pyxis containers are started by srun, so launcher.kind must be srun",
+                         "set launcher.kind: srun, or use container.runtime: apptainer with mpirun"))
+    if runtime == "none" and values["container.image"]:
+        problems.append(("container.runtime", "container.image is set but container.runtime is none",
+                         "set container.runtime to pyxis or apptainer, or remove container.image"))
+    return problems

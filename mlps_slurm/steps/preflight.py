@@ -14,11 +14,11 @@ import importlib.util
 import os
 import platform
 import socket
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+from mlps_slurm import hostlist
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
 
 PASS, WARN, FAIL = "pass", "warning", "error"
@@ -86,14 +86,6 @@ def node_main(run: RunDirectory) -> int:
     return 1 if any(c["status"] == FAIL for c in checks) else 0
 
 
-def expected_nodes() -> list[str]:
-    nodelist = os.environ.get("SLURM_JOB_NODELIST", "")
-    if not nodelist:
-        return []
-    proc = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True)
-    return proc.stdout.split() if proc.returncode == 0 else []
-
-
 def gather(run: RunDirectory, nodes: list[str]) -> dict[str, Any]:
     reports: dict[str, Any] = {}
     for path in sorted((run.preflight / "nodes").glob("*.json")):
@@ -130,8 +122,8 @@ def format_text(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gather_main(run: RunDirectory) -> int:
-    summary = gather(run, expected_nodes())
+def gather_main(run: RunDirectory, expected_nodes: list[str]) -> int:
+    summary = gather(run, expected_nodes)
     atomic_write_json(run.preflight / "preflight.json", summary)
     text = format_text(summary)
     atomic_write_text(run.preflight / "preflight.txt", text)
@@ -143,9 +135,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlps_slurm.steps.preflight")
     parser.add_argument("action", choices=("node", "gather"))
     parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--expected-nodes", default="", help="Slurm hostlist of the allocation (gather)")
     args = parser.parse_args(argv)
     run = RunDirectory(args.run_dir)
-    return node_main(run) if args.action == "node" else gather_main(run)
+    if args.action == "node":
+        return node_main(run)
+    return gather_main(run, hostlist.expand(args.expected_nodes))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ def test_non_editable_install_renders_from_its_own_copy(tmp_path):
     shutil.rmtree(src)
     work = tmp_path / "elsewhere"
     work.mkdir()
-    proc = subprocess.run([str(venv / "bin" / "mlps-slurm"), "render", "checkpointing", "--model", "llama3-70b",
+    proc = subprocess.run([str(venv / "bin" / "mlps-slurm"), "render", "checkpointing", "--model", "llama3-70b", "--nodes", "4",
                            "--results-dir", str(tmp_path / "runs")], capture_output=True, text=True, cwd=work,
                           timeout=120)
     assert proc.returncode == 0, proc.stderr

@@ -21,7 +21,7 @@ def test_cli_model_choices_match_catalog():
     (["submit", "checkpointing", "--model", "llama3-13b"], "'llama3-8b', 'llama3-70b', 'llama3-405b', 'llama3-1t'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--frobnicate"], "No such option '--frobnicate'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--profile", "nosuchsite"],
-     "unknown profile 'nosuchsite'; available profiles: localhost"),
+     "unknown profile 'nosuchsite'; available profiles: apptainer-site, generic-cpu, gpu-pyxis, localhost"),
     (["submit", "checkpointing", "--model", "llama3-8b", "-o", "nodes.cout=2"], "did you mean 'nodes.count'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--scale", "2"], "--scale"),
     (["submit", "checkpointing", "--model", "llama3-405b", "-n", "12"], "must be a multiple of 256"),

@@ -72,7 +72,8 @@ def test_expected_bytes_follow_catalog_and_scale():
     ({"model": "llama3-13b"}, "valid models: llama3-8b, llama3-70b, llama3-405b, llama3-1t"),
     ({"model": "llama3-405b", "num_processes": 8}, "must be a multiple of 256"),
     ({"scale": 0}, "--scale must be in (0, 1]"),
-    ({"nodes": 5}, "exceeds the profile's nodes.count (4)"),
+    ({"nodes": 5}, "but the profile allows 4 (nodes.count)"),
+    ({"model": "llama3-70b"}, "64 ranks at 2 simulated accelerators per node"),
     ({"num_processes": 2, "nodes": 3}, "each node needs at least one rank"),
     ({"engine": "fio"}, "valid engines: builtin, dlio"),
 ])
