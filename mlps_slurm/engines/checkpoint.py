@@ -97,16 +97,15 @@ class _Checker:
 
     def timestamp(self, obj: Any, path: str, key: str) -> str:
         value = self.string(obj, path, key)
-        assert value is not None
         try:
-            dt.datetime.fromisoformat(value)
+            dt.datetime.fromisoformat(str(value))
         except ValueError:
             self.fail(f"{path}.{key}" if path else key, f"not an ISO 8601 time: {value!r}")
-        return value
+        return str(value)
 
 
 def _rank_table(check: _Checker, raw: dict[str, Any], nprocs: int) -> list[dict[str, Any]]:
-    """The per-rank list: shard sizes, host and cache-drop outcome, one entry per rank in rank order."""
+    """Check the per-rank list (one entry per rank, in rank order); return each rank's host and cache-drop outcome."""
     ranks = check.array(raw, "", "ranks")
     if len(ranks) != nprocs:
         check.fail("ranks", f"lists {len(ranks)} ranks, num_processes is {nprocs}")
@@ -118,16 +117,16 @@ def _rank_table(check: _Checker, raw: dict[str, Any], nprocs: int) -> list[dict[
         drop = check.mapping(entry, path, "cache_drop")
         check.string(drop, f"{path}.cache_drop", "method")
         check.string(drop, f"{path}.cache_drop", "error", nullable=True)
-        table.append({
-            "host": check.string(entry, path, "host"),
-            "bytes": check.integer(entry, path, "model_bytes") + check.integer(entry, path, "optimizer_bytes"),
-            "cache_drop_ok": check.boolean(drop, f"{path}.cache_drop", "ok"),
-        })
+        check.integer(entry, path, "model_bytes")
+        check.integer(entry, path, "optimizer_bytes")
+        table.append({"host": check.string(entry, path, "host"),
+                      "cache_drop_ok": check.boolean(drop, f"{path}.cache_drop", "ok")})
     return table
 
 
 def _checkpoint(check: _Checker, ckpt: Any, path: str, table: list[dict[str, Any]]) -> dict[str, Any]:
-    """One checkpoint's metrics; every rank must appear once and move exactly its shard."""
+    """One checkpoint's metrics; every rank must appear exactly once. Whether the bytes are the planned ones is
+    the finalize step's question (it knows the plan), not a format error."""
     phase = check.string(ckpt, path, "phase")
     if phase not in PHASES:
         check.fail(f"{path}.phase", f"expected write or read, got {phase!r}")
@@ -138,13 +137,13 @@ def _checkpoint(check: _Checker, ckpt: Any, path: str, table: list[dict[str, Any
     for j, entry in enumerate(per_rank):
         where = f"{path}.ranks[{j}]"
         rank = check.integer(entry, where, "rank")
-        if rank >= len(table) or rank in seen:
-            check.fail(f"{where}.rank", f"rank {rank} is out of range or listed twice")
+        if rank >= len(table):
+            check.fail(f"{where}.rank", f"rank {rank} does not exist (num_processes is {len(table)})")
+        if rank in seen:
+            check.fail(f"{where}.rank", f"rank {rank} is listed twice")
         seen.add(rank)
         check.string(entry, where, "host")
         nbytes = check.integer(entry, where, "bytes")
-        if nbytes != table[rank]["bytes"]:
-            check.fail(f"{where}.bytes", f"rank {rank} moved {nbytes} bytes, its shard is {table[rank]['bytes']}")
         start, end = check.number(entry, where, "start"), check.number(entry, where, "end")
         if end < start:
             check.fail(f"{where}.end", f"ends ({end}) before it starts ({start})")
