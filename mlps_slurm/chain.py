@@ -56,11 +56,7 @@ def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict
                       "dependencies": [[kind, list(keys)] for kind, keys in j.dependencies]}
                      for j, name in zip(plan.jobs, scripts)],
         },
-        # What the preflight checks on every node: check id -> directory.
-        "storage_checks": {
-            "storage.checkpoint_dir.writable": profile.get("storage.checkpoint_dir"),
-            "storage.results_dir.writable": str(run.final_path.parent),
-        },
+        "preflight": plan.preflight,
         "jobs": {},
     }
     run.write_manifest(manifest)

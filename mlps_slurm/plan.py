@@ -58,6 +58,8 @@ class Plan:
     jobs: tuple[JobSpec, ...]
     submittable: bool
     notes: tuple[str, ...]
+    # What the preflight verifies on every node (written to the manifest's "preflight" section).
+    preflight: dict[str, Any] = field(default_factory=dict)
 
     def job(self, key: str) -> JobSpec:
         return next(j for j in self.jobs if j.key == key)
@@ -143,6 +145,33 @@ def launcher_argv(profile: SiteProfile, num_tasks: int, run_dir: str) -> list[st
     return ["mpirun", "-np", str(num_tasks), *extra, *apptainer_prefix(profile, run_dir)]
 
 
+def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
+                           storage: list[tuple[str, str, int]], engine_modules: list[str],
+                           lockfile: str | None = None) -> dict[str, Any]:
+    """What every node must provide for this run. `storage` is (id, path, bytes the run will write there)."""
+    results_root = str(Path(run_dir).parent)
+    dirs = [{"id": sid, "path": path, "required_free_bytes": nbytes} for sid, path, nbytes in storage]
+    # Result and log files are small; 64 MiB of headroom keeps a nearly full results filesystem from passing.
+    dirs.append({"id": "results_dir", "path": results_root, "required_free_bytes": 64 << 20})
+    launcher = profile.get("launcher.kind")
+    executables = ["srun"] if launcher == "srun" else ["srun", "mpirun"]
+    if profile.get("container.runtime") == "apptainer":
+        executables.append(profile.get("container.apptainer"))
+    return {
+        "python": python,
+        "python_modules": ["mlps_slurm", *engine_modules],
+        "executables": executables,
+        "lockfile": lockfile,
+        "storage": dirs,
+        "expect_filesystem_type": profile.get("storage.filesystem_type"),
+        "storage_shared": profile.get("storage.shared"),
+        # MLPerf Storage: the dataset and the results must live on different filesystems (training).
+        "separate_filesystems": [["data_dir", "results_dir"]] if any(d["id"] == "data_dir" for d in dirs) else [],
+        "memory_gb_expected": profile.get("nodes.memory_gb"),
+        "cpus_expected": profile.get("nodes.cpus"),
+    }
+
+
 def _base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) -> dict[str, Any]:
     return {
         "version": __version__,
@@ -214,6 +243,8 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         context={**base,
                  "node_check": per_node_command(profile, run_dir, nodes, [
                      python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
+                 "mpi_check": [*launcher_argv(profile, nodes, run_dir), python, "-m", "mlps_slurm.steps.preflight",
+                               "mpi", "--run-dir", run_dir],
                  "gather": batch_host_command(profile, run_dir, [
                      python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir,
                      "--expected-nodes", ShellRef("SLURM_JOB_NODELIST")])},
@@ -256,5 +287,10 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     }
     jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
                  for j in (preflight, benchmark, finalize))
-    return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=jobs,
+    checkpoint_bytes = req["expected_bytes_per_checkpoint"] * request.num_checkpoints_write
+    preflight_spec = preflight_requirements(
+        profile, run_dir, python,
+        storage=[("checkpoint_dir", profile.get("storage.checkpoint_dir"), checkpoint_bytes)],
+        engine_modules=["mlps_slurm.steps.checkpoint_engine", "mpi4py"])
+    return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=jobs, preflight=preflight_spec,
                 submittable=submittable, notes=tuple(notes))

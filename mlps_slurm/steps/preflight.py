@@ -72,8 +72,8 @@ def check_writable_dir(check_id: str, path: str) -> dict[str, Any]:
 def run_node_checks(manifest: dict[str, Any]) -> list[dict[str, Any]]:
     checks = [check_python()]
     checks += [check_module(m) for m in REQUIRED_MODULES]
-    for check_id, path in manifest.get("storage_checks", {}).items():
-        checks.append(check_writable_dir(check_id, path))
+    for spec in manifest.get("preflight", {}).get("storage", []):
+        checks.append(check_writable_dir(f"storage.{spec['id']}.writable", spec["path"]))
     return checks
 
 
@@ -84,6 +84,20 @@ def node_main(run: RunDirectory) -> int:
               "slurm_job_id": os.environ.get("SLURM_JOB_ID"), "checks": checks}
     atomic_write_json(run.preflight / "nodes" / f"{node_name()}.json", report)
     return 1 if any(c["status"] == FAIL for c in checks) else 0
+
+
+def mpi_main(run: RunDirectory) -> int:
+    """A real collective over every task, started by the benchmark's own launcher."""
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    total = comm.allreduce(1)
+    nodes = comm.gather(node_name(), root=0)
+    if comm.Get_rank() == 0:
+        atomic_write_json(run.preflight / "mpi.json", {
+            "ok": total == comm.Get_size(), "size": comm.Get_size(), "allreduce_sum": total, "nodes": nodes,
+            "library": MPI.Get_library_version().splitlines()[0]})
+    return 0
 
 
 def gather(run: RunDirectory, nodes: list[str]) -> dict[str, Any]:
@@ -133,13 +147,15 @@ def gather_main(run: RunDirectory, expected_nodes: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlps_slurm.steps.preflight")
-    parser.add_argument("action", choices=("node", "gather"))
+    parser.add_argument("action", choices=("node", "mpi", "gather"))
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--expected-nodes", default="", help="Slurm hostlist of the allocation (gather)")
     args = parser.parse_args(argv)
     run = RunDirectory(args.run_dir)
     if args.action == "node":
         return node_main(run)
+    if args.action == "mpi":
+        return mpi_main(run)
     return gather_main(run, hostlist.expand(args.expected_nodes))
 
 
