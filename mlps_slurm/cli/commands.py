@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,10 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
         if request.engine == "dlio":
             require_dlio_checkpointing(python)
         backend = get_backend()
-        if action == "submit":
+        if action != "render":
             backend.ping()  # before anything is written: an unreachable Slurm leaves no run behind
+        if action == "test-only":
+            return _test_only(plan, profile, backend)
         run = create_run(plan, profile, results_root)
     except (ProfileError, PlanError, TemplateError, DlioUnsupported) as exc:
         _error(str(exc))
@@ -74,6 +77,28 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
         click.echo(f"follow it with: mlps-slurm status {run.path}")
         return 0
     return _wait_and_report(run, backend, timeout)
+
+
+def _test_only(plan: Any, profile: Any, backend: Any) -> int:
+    """sbatch --test-only on each rendered script from a scratch directory that is removed afterwards."""
+    import tempfile
+
+    from mlps_slurm.chain import site_template_dirs
+    from mlps_slurm.render import render_plan
+
+    scripts = render_plan(plan, site_template_dirs(profile))
+    code = 0
+    with tempfile.TemporaryDirectory(prefix="mlps-test-only-") as tmp:
+        for (name, text), job in zip(scripts.items(), plan.jobs):
+            path = Path(tmp) / name
+            path.write_text(text)
+            try:
+                answer = backend.submit(path, [], list(job.sbatch_args), test_only=True)
+            except SlurmError as exc:
+                answer, code = f"REFUSED: {exc}", EXIT_FAILED
+            click.echo(f"{job.key:<14} {answer}")
+    click.echo("nothing was queued" + ("" if code == 0 else "; fix the refused job(s) above"))
+    return code
 
 
 def _wait_and_report(run: Any, backend: Any, timeout: float) -> int:
@@ -120,16 +145,73 @@ def show_status(ref: str, profile_ref: str, overrides: list[str], wait: bool, ti
     return 0
 
 
-def show_profile(name: str, overrides: list[str], origin: bool) -> int:
+def show_profile(name: str, overrides: list[str], resolved: bool, origin: bool) -> int:
+    from mlps_slurm.profile.loader import resolve_reference
+
     try:
+        if not resolved:
+            click.echo(resolve_reference(name).read_text(), nl=False)
+            return 0
         profile = load_profile(name, overrides)
     except ProfileError as exc:
         _error(str(exc))
         return EXIT_USAGE
     width = max(len(k) for k in profile.values)
     for key, value in profile.values.items():
-        line = f"{key:<{width}}  {value!r}"
+        line = f"{key:<{width}}  {json.dumps(value)}"
         if origin:
             line += f"   # {profile.origins[key]}"
         click.echo(line)
+    return 0
+
+
+def validate_profile(ref: str, overrides: list[str], live: bool) -> int:
+    try:
+        profile = load_profile(ref, overrides)
+    except ProfileError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    click.echo(f"{ref}: valid profile {profile.name!r}")
+    if not live:
+        return 0
+    from mlps_slurm.profile.live import live_checks
+
+    try:
+        checks = live_checks(profile, get_backend())
+    except SlurmUnreachable as exc:
+        _error(str(exc))
+        return EXIT_SLURM
+    failed = 0
+    for c in checks:
+        mark = "skip" if c.skipped else ("ok" if c.ok else "FAIL")
+        click.echo(f"  {mark:<4} {c.key}: {c.message}")
+        failed += not c.ok
+    if failed:
+        _error(f"{failed} live check(s) failed against the cluster; fix the keys marked FAIL")
+        return EXIT_USAGE
+    return 0
+
+
+def init_profile(from_cluster: bool, name: str, output: str | None) -> int:
+    from mlps_slurm.profile.schema import commented_template
+
+    if from_cluster:
+        from mlps_slurm.profile.live import profile_from_cluster
+
+        try:
+            text = profile_from_cluster(get_backend(), name)
+        except SlurmUnreachable as exc:
+            _error(str(exc))
+            return EXIT_SLURM
+    else:
+        text = commented_template(name)
+    if output is None:
+        click.echo(text, nl=False)
+        return 0
+    path = Path(output)
+    if path.exists():
+        _error(f"{path} exists; choose another --output or remove it")
+        return EXIT_USAGE
+    path.write_text(text)
+    click.echo(f"wrote {path}; check it with: mlps-slurm profiles validate {path} --live")
     return 0

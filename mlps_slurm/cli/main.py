@@ -109,10 +109,13 @@ def render_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_d
 @click.option("--wait", is_flag=True, help="Stay until the chain ends, then print the results.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
               help="With --wait: give up waiting after this many seconds (the chain keeps running).")
+@click.option("--test-only", is_flag=True, help="Ask Slurm (sbatch --test-only) when and where each job would "
+                                                "start; queue nothing and keep no run directory.")
 def submit_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
-                         timeout: float, **request: Any) -> None:
+                         timeout: float, test_only: bool, **request: Any) -> None:
     """Submit the checkpointing chain: preflight, the checkpoint engine under srun, finalize."""
-    _checkpointing("submit", profile_ref, overrides, results_dir, wait, timeout, **request)
+    _checkpointing("test-only" if test_only else "submit", profile_ref, overrides, results_dir, wait, timeout,
+                   **request)
 
 
 @main.command()
@@ -147,12 +150,37 @@ def profiles_list() -> None:
 @profiles.command("show")
 @click.argument("name", default="localhost")
 @click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE")
-@click.option("--origin", is_flag=True, help="Also say where each value came from.")
-def profiles_show(name: str, overrides: tuple[str, ...], origin: bool) -> None:
-    """Print every resolved value of profile NAME (defaults included)."""
+@click.option("--resolved", is_flag=True, help="Print every resolved value (defaults included) instead of the file.")
+@click.option("--origin", is_flag=True, help="With --resolved: also say where each value came from.")
+def profiles_show(name: str, overrides: tuple[str, ...], resolved: bool, origin: bool) -> None:
+    """Print profile NAME (a name or a path): the file, or with --resolved every value."""
     from mlps_slurm.cli.commands import show_profile
 
-    sys.exit(show_profile(name, list(overrides), origin))
+    sys.exit(show_profile(name, list(overrides), resolved or origin or bool(overrides), origin))
+
+
+@profiles.command("validate")
+@click.argument("path")
+@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--live", is_flag=True, help="Also check it against the running cluster (partitions, limits, "
+                                           "accounts, paths).")
+def profiles_validate(path: str, overrides: tuple[str, ...], live: bool) -> None:
+    """Check profile PATH (or name): exit 0 when valid, 2 with the file, key, line and fix when not."""
+    from mlps_slurm.cli.commands import validate_profile
+
+    sys.exit(validate_profile(path, list(overrides), live))
+
+
+@profiles.command("init")
+@click.option("--from-cluster", is_flag=True, help="Fill partition, node count, CPUs and memory from sinfo.")
+@click.option("--name", default="mysite", show_default=True, help="Name of the new profile.")
+@click.option("--output", "-O", type=click.Path(dir_okay=False), default=None,
+              help="Write to this file (refuses to overwrite) instead of standard output.")
+def profiles_init(from_cluster: bool, name: str, output: str | None) -> None:
+    """Write a starting profile: every key with its default and meaning, or values read from the cluster."""
+    from mlps_slurm.cli.commands import init_profile
+
+    sys.exit(init_profile(from_cluster, name, output))
 
 
 if __name__ == "__main__":

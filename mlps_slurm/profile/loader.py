@@ -8,7 +8,9 @@ then $XDG_CONFIG_HOME/mlps-slurm/site_profiles/ (a later directory wins), or giv
 from __future__ import annotations
 
 import difflib
+import getpass
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,8 @@ def list_profiles() -> dict[str, Path]:
     return found
 
 
-def _resolve_reference(ref: str, relative_to: Path | None) -> Path:
+def resolve_reference(ref: str, relative_to: Path | None = None) -> Path:
+    """The file a profile name or path refers to."""
     if "/" in ref or ref.endswith((".yaml", ".yml")):
         path = Path(os.path.expanduser(ref))
         if not path.is_absolute() and relative_to is not None:
@@ -92,8 +95,8 @@ def _resolve_reference(ref: str, relative_to: Path | None) -> Path:
     return available[ref]
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The file's mapping and the line of every key path in it."""
+def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int], dict[str, str]]:
+    """The file's mapping, the line of every key path in it, and the source text of every scalar value."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -114,17 +117,20 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
         raise ProfileError(f"the top level must be a mapping of keys, got {type(data).__name__}", source=str(path),
                            line=1, fix="start from site_profiles/localhost.yaml: `name: ...`, `slurm:`, `nodes:` ...")
     lines: dict[str, int] = {}
+    texts: dict[str, str] = {}
 
     def walk(n: yaml.Node, prefix: str) -> None:
         if isinstance(n, yaml.MappingNode):
             for k, v in n.value:
                 key = f"{prefix}{k.value}"
                 lines[key] = k.start_mark.line + 1
+                if isinstance(v, yaml.ScalarNode):
+                    texts[key] = v.value
                 if key not in MAPPING_KEYS:
                     walk(v, key + ".")
 
     walk(node, "")
-    return data, lines
+    return data, lines, texts
 
 
 def _flatten(data: dict[str, Any], lines: dict[str, int], source: str) -> dict[str, Any]:
@@ -182,20 +188,23 @@ def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] 
     values = defaults()
     origins = {k: "default" for k in values}
     chain: list[Path] = []
-    layers: list[tuple[Path, dict[str, Any], dict[str, int]]] = []
-    path: Path | None = _resolve_reference(ref, None)
+    layers: list[tuple[Path, dict[str, Any], dict[str, int], dict[str, str]]] = []
+    path: Path | None = resolve_reference(ref, None)
     while path is not None:
         if path.resolve() in [p.resolve() for p in chain]:
             cycle = " -> ".join(str(p) for p in chain + [path])
             raise ProfileError(f"`extends` forms a cycle: {cycle}", source=str(chain[0]), key="extends",
                                fix="remove one of the extends lines")
         chain.append(path)
-        data, lines = _read_yaml(path)
-        layers.insert(0, (path, data, lines))  # base profiles first, so the requested one wins
+        data, lines, texts = _read_yaml(path)
+        layers.insert(0, (path, data, lines, texts))  # base profiles first, so the requested one wins
         parent = data.get("extends")
-        path = _resolve_reference(str(parent), path) if parent else None
-    for file, data, lines in layers:
+        path = resolve_reference(str(parent), path) if parent else None
+    for file, data, lines, texts in layers:
         for key, raw in _flatten(data, lines, str(file)).items():
+            if SCHEMA[key].kind == "str" and isinstance(raw, (int, float)) and not isinstance(raw, bool):
+                # YAML 1.1 reads 00:10:00 as the base-60 integer 600; a string field keeps what was written.
+                raw = texts.get(key, str(raw))
             value, problem = check_value(key, raw)
             if problem:
                 raise ProfileError(problem, source=str(file), key=key, line=lines.get(key),
@@ -213,14 +222,15 @@ def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] 
         if f.required and values[key] in (None, ""):
             raise ProfileError("is required but missing", source=str(layers[-1][0]), key=key,
                                fix=f"add `{key}: ...` ({f.doc})")
-    for key, problem, fix in cross_field_problems(values):
-        origin = origins[key]
-        source, _, line = origin.rpartition(":") if origin not in ("default",) and not origin.startswith("-o") \
-            else (origin, "", "")
-        raise ProfileError(problem, source=source or origin, key=key, line=int(line) if line.isdigit() else None,
-                           fix=fix)
+    for key, problem, fix, involved in cross_field_problems(values):
+        # Point at the line that set one of the keys involved (the key itself may only have its default).
+        origin = next((origins[k] for k in (key, *involved) if origins[k] != "default"), origins[key])
+        source, _, line = origin.rpartition(":")
+        if not line.isdigit():
+            source, line = origin, ""
+        raise ProfileError(problem, source=source, key=key, line=int(line) if line else None, fix=fix)
     for key in PATH_KEYS:
-        expanded = os.path.expandvars(os.path.expanduser(values[key]))
+        expanded = _expand_path(values[key])
         if "$" in expanded:
             raise ProfileError(f"{values[key]!r} uses an environment variable that is not set",
                                source=origins[key], key=key,
@@ -231,6 +241,14 @@ def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] 
         values[key] = os.path.normpath(expanded)
     return SiteProfile(name=values["name"], values=values, origins=origins)
 
+
+
+def _expand_path(path: str) -> str:
+    """~ and $VARS; $USER falls back to the login name (cron and some batch environments do not set it)."""
+    env = dict(os.environ)
+    env.setdefault("USER", getpass.getuser())
+    expanded = os.path.expanduser(path)
+    return re.sub(r"\$(\w+)|\$\{(\w+)\}", lambda m: env.get(m.group(1) or m.group(2), m.group(0)), expanded)
 
 
 def _describe(key: str) -> str:

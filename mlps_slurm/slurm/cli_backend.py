@@ -148,3 +148,29 @@ class CliSlurm:
         if job_ids:
             subprocess.run(["scancel", *job_ids], capture_output=True, text=True, env=scrubbed_env(),
                            timeout=self.timeout)
+
+    # --- cluster facts for `profiles validate --live` and `profiles init --from-cluster`
+    def partitions(self) -> list[dict[str, str]]:
+        """One entry per partition: name, state (up/down...), max_time, nodes, cpus, memory_mb, default."""
+        proc = self._run(["sinfo", "-h", "-o", "%P|%a|%l|%D|%c|%m"])
+        out = []
+        for line in proc.stdout.splitlines():
+            name, avail, max_time, nodes, cpus, mem = line.split("|")
+            out.append({"name": name.rstrip("*"), "default": name.endswith("*"), "state": avail,
+                        "max_time": max_time, "nodes": nodes, "cpus": cpus.rstrip("+"), "memory_mb": mem.rstrip("+")})
+        return out
+
+    def config(self) -> dict[str, str]:
+        proc = self._run(["scontrol", "show", "config"])
+        conf = {}
+        for line in proc.stdout.splitlines():
+            if " = " in line:
+                key, _, value = line.partition(" = ")
+                conf[key.strip()] = value.strip()
+        return conf
+
+    def associations(self, kind: str) -> set[str]:
+        """Names of accounts or QoS known to accounting (sacctmgr); needs slurmdbd."""
+        proc = self._run(["sacctmgr", "-nP", "show", kind, "format=name"])
+        return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
+

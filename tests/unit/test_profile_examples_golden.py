@@ -1,0 +1,53 @@
+"""Every packaged template rendered with every example profile, compared with recorded golden scripts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mlps_slurm.plan import CheckpointingRequest, plan_checkpointing
+from mlps_slurm.profile import load_profile
+from mlps_slurm.render import render_plan
+from mlps_slurm.resources import templates_dir
+from tests.unit.test_plan_and_render import check_golden
+
+EXAMPLES = ["localhost", "generic-cpu", "gpu-pyxis", "apptainer-site"]
+
+
+@pytest.fixture(autouse=True)
+def fixed_user(monkeypatch):
+    # The example profiles use $USER and ~ in paths; pin them so the recorded scripts do not depend on who runs.
+    monkeypatch.setenv("USER", "alice")
+    monkeypatch.setenv("HOME", "/home/alice")
+
+
+@pytest.mark.parametrize("name", EXAMPLES)
+def test_every_template_with_every_example_profile(name):
+    profile = load_profile(name)
+    run_id = "checkpointing-20261128-120000-abcdef"
+    run_dir = f"{profile.get('storage.results_dir')}/{run_id}"
+    plan = plan_checkpointing(CheckpointingRequest(model="llama3-8b"), profile, run_id=run_id, run_dir=run_dir,
+                              python=profile.get("environment.python") or "/opt/mlps/venv/bin/python")
+    scripts = render_plan(plan)
+    used = {job.template for job in plan.jobs}
+    packaged = {p.name for p in templates_dir().glob("*.sbatch.j2") if not p.name.startswith("_")}
+    assert used == packaged, "a packaged template is not covered by the golden files"
+    check_golden(scripts, f"profiles/{name}")
+
+
+def test_pyxis_steps_enter_the_container_and_apptainer_wraps_the_engine():
+    scripts = {}
+    for name in ("gpu-pyxis", "apptainer-site"):
+        profile = load_profile(name)
+        plan = plan_checkpointing(CheckpointingRequest(model="llama3-8b"), profile, run_id="r",
+                                  run_dir=f"{profile.get('storage.results_dir')}/r", python="/usr/bin/python3")
+        scripts[name] = render_plan(plan)
+    pyxis = scripts["gpu-pyxis"]["01-checkpointing.sbatch"]
+    assert "--container-image=registry.example.org#mlperf/mlps-slurm:0.1.0" in pyxis
+    assert "/scratch/mlps/checkpoints:/scratch/mlps/checkpoints" in pyxis  # storage mounted automatically
+    assert "#SBATCH --gres=gpu:8" in pyxis and "#SBATCH --exclusive" in pyxis
+    assert "#SBATCH --gres" not in scripts["gpu-pyxis"]["00-preflight.sbatch"]  # only benchmark jobs
+    app = scripts["apptainer-site"]["01-checkpointing.sbatch"]
+    assert "mpirun -np 8 --bind-to none --map-by node apptainer exec --bind" in app
+    assert "/gpfs/images/mlps-slurm-0.1.0.sif /usr/bin/python3 -m mlps_slurm.steps.checkpoint_engine" in app
