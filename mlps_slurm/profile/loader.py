@@ -63,9 +63,13 @@ class SiteProfile:
         return out
 
 
+SYSTEM_PROFILES = Path("/etc/mlps-slurm/site_profiles")
+
+
 def search_dirs() -> list[Path]:
+    """Lowest precedence first: packaged, the site's /etc, the user's XDG config."""
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-    return [site_profiles_dir(), Path("/etc/mlps-slurm/site_profiles"), Path(xdg) / "mlps-slurm" / "site_profiles"]
+    return [site_profiles_dir(), SYSTEM_PROFILES, Path(xdg) / "mlps-slurm" / "site_profiles"]
 
 
 def list_profiles() -> dict[str, Path]:

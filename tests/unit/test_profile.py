@@ -39,6 +39,28 @@ def test_xdg_profile_shadows_packaged_one(tmp_path, monkeypatch):
     assert load_profile("localhost").get("nodes.count") == 1
 
 
+def test_layering_packaged_then_etc_then_xdg_then_path_then_overrides(tmp_path, monkeypatch):
+    from mlps_slurm.profile import loader
+
+    etc = tmp_path / "etc"
+    xdg = tmp_path / "xdg" / "mlps-slurm" / "site_profiles"
+    etc.mkdir()
+    xdg.mkdir(parents=True)
+    monkeypatch.setattr(loader, "SYSTEM_PROFILES", etc)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    (etc / "site.yaml").write_text("name: site\nnodes:\n  count: 2\nslurm:\n  qos: etc\n")
+    assert load_profile("site").get("slurm.qos") == "etc"
+    (etc / "localhost.yaml").write_text("name: localhost\nnodes:\n  count: 3\n")
+    assert load_profile("localhost").get("nodes.count") == 3  # /etc shadows the packaged profile
+    (xdg / "site.yaml").write_text("name: site\nextends: localhost\nslurm:\n  qos: xdg\n")
+    p = load_profile("site")
+    assert p.get("slurm.qos") == "xdg" and p.get("nodes.count") == 3  # XDG wins; extends reaches /etc's file
+    assert load_profile("site", ["slurm.qos=cli"]).get("slurm.qos") == "cli"
+    explicit = tmp_path / "explicit.yaml"
+    explicit.write_text("name: explicit\nslurm:\n  qos: path\n")
+    assert load_profile(str(explicit)).get("slurm.qos") == "path"
+
+
 @pytest.mark.parametrize("text, line, fragments", [
     ("name: x\nslurm:\n  partition: [a\n", 4, ["malformed YAML", "column"]),
     ("name: x\nslurm:\n  partitoin: debug\n", 3, ["slurm.partitoin", "did you mean 'slurm.partition'"]),
