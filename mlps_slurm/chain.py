@@ -53,6 +53,7 @@ def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict
             "submittable": plan.submittable,
             "notes": list(plan.notes),
             "jobs": [{"key": j.key, "script": name, "sbatch": list(j.sbatch), "sbatch_args": list(j.sbatch_args),
+                      "pin_to_preflight": j.pin_to_preflight,
                       "dependencies": [[kind, list(keys)] for kind, keys in j.dependencies]}
                      for j, name in zip(plan.jobs, scripts)],
         },
@@ -80,9 +81,14 @@ def create_run(plan: Plan, profile: SiteProfile, results_root: Path) -> RunDirec
 
 
 def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
-    """Submit the run's jobs in order; on any failure cancel what was submitted, remove the run, and raise."""
+    """Submit the run's jobs in order; on any failure cancel what was submitted, remove the run, and raise.
+
+    The preflight is submitted held and released last: by the time it runs, pin-jobs.txt lists the benchmark jobs
+    it must pin to the nodes it validated.
+    """
     manifest = run.read_manifest()
     ids: dict[str, str] = {}
+    held = None
     try:
         for job in manifest["plan"]["jobs"]:
             deps = []
@@ -94,10 +100,19 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
                         raise SlurmError(f"Slurm does not know job {ids[key]} ({key}) that {job['key']} would "
                                          "depend on; refusing to chain on it")
                 deps.append(Dependency(kind, tuple(ids[k] for k in keys)))
-            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps, job.get("sbatch_args", []))
+            extra = list(job.get("sbatch_args", []))
+            if job["key"] == "preflight":
+                extra.append("--hold")
+            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps, extra)
+            if job["key"] == "preflight":
+                held = ids["preflight"]
             manifest["jobs"][job["key"]] = {"job_id": ids[job["key"]], "script": job["script"],
                                             "submitted": dt.datetime.now(dt.timezone.utc).isoformat()}
             run.write_manifest(manifest)
+        pinned = [ids[j["key"]] for j in manifest["plan"]["jobs"] if j.get("pin_to_preflight")]
+        atomic_write_text(run.path / "pin-jobs.txt", "".join(f"{i}\n" for i in pinned))
+        if held:
+            backend.release(held)
     except BaseException:
         backend.cancel(list(ids.values()))
         run.remove()

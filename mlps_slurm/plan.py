@@ -36,6 +36,7 @@ class CheckpointingRequest:
     nodes: int | None = None  # None: the profile's nodes.count, capped by the process count
     engine: str = "builtin"
     keep_files: bool = False
+    skip_preflight: bool = False  # the run is then recorded as unvalidated
 
     benchmark: str = field(default="checkpointing", init=False)
 
@@ -47,6 +48,7 @@ class JobSpec:
     sbatch: tuple[str, ...]  # "#SBATCH" arguments, e.g. "--nodes=4"
     dependencies: tuple[tuple[str, tuple[str, ...]], ...]  # (Slurm dependency type, keys of earlier jobs)
     context: dict[str, Any]
+    pin_to_preflight: bool = False  # a benchmark job: runs only on the nodes the preflight validated
     sbatch_args: tuple[str, ...] = ()  # extra sbatch command-line arguments (profile slurm.extra_sbatch_args)
 
 
@@ -172,6 +174,45 @@ def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
     }
 
 
+def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
+                  base: dict[str, Any]) -> JobSpec:
+    """One task per node checks it, a collective checks MPI, gather decides; on success the benchmark jobs are
+    pinned to the validated nodes (the ids come from pin-jobs.txt, written by the submitter)."""
+    return JobSpec(
+        key="preflight",
+        template="preflight.sbatch.j2",
+        sbatch=tuple(sbatch_directives(profile, run_dir, "preflight", "preflight", benchmark_job=False)
+                     + [f"--nodes={nodes}", "--ntasks-per-node=1"]),
+        dependencies=(),
+        context={**base,
+                 "node_check": per_node_command(profile, run_dir, nodes, [
+                     python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
+                 "mpi_check": [*launcher_argv(profile, nodes, run_dir), python, "-m", "mlps_slurm.steps.preflight",
+                               "mpi", "--run-dir", run_dir],
+                 "gather": batch_host_command(profile, run_dir, [
+                     python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir,
+                     "--expected-nodes", ShellRef("SLURM_JOB_NODELIST")]),
+                 "pin_jobs_file": f"{run_dir}/pin-jobs.txt"},
+    )
+
+
+def plan_preflight(profile: SiteProfile, *, nodes: int | None, run_id: str, run_dir: str, python: str) -> Plan:
+    """Only the preflight, for admins checking nodes (`mlps-slurm preflight`)."""
+    nodes = nodes or profile.get("nodes.count")
+    if nodes > profile.get("nodes.count"):
+        raise PlanError(f"--nodes {nodes} exceeds the profile's nodes.count ({profile.get('nodes.count')})")
+    run_dir = run_dir.rstrip("/")
+    base = _base_context(profile, python, run_id, run_dir)
+    job = replace(preflight_job(profile, run_dir, python, nodes, base),
+                  sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
+    storage = [(key.split(".")[1], profile.get(key), 0)
+               for key in ("storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir")]
+    return Plan(run_id=run_id, benchmark="preflight", request={"benchmark": "preflight", "nodes": nodes},
+                jobs=(job,), submittable=False, notes=(),
+                preflight=preflight_requirements(profile, run_dir, python, storage=storage,
+                                                 engine_modules=["mpi4py"]))
+
+
 def _base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) -> dict[str, Any]:
     return {
         "version": __version__,
@@ -218,6 +259,9 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
 
     notes = []
     submittable = True
+    if request.skip_preflight:
+        submittable = False
+        notes.append("--skip-preflight: the nodes were not validated; the run is recorded as unvalidated")
     if request.scale != 1:
         submittable = False
         notes.append(f"scaled run (--scale {request.scale:g}): checkpoints are {request.scale:g} x the model's size; "
@@ -234,21 +278,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     engine_output = f"{raw}/engine.json"
     checkpoint_dir = f"{profile.get('storage.checkpoint_dir').rstrip('/')}/{run_id}"
 
-    preflight = JobSpec(
-        key="preflight",
-        template="preflight.sbatch.j2",
-        sbatch=tuple(sbatch_directives(profile, run_dir, "preflight", "preflight", benchmark_job=False)
-                     + [f"--nodes={nodes}", "--ntasks-per-node=1"]),
-        dependencies=(),
-        context={**base,
-                 "node_check": per_node_command(profile, run_dir, nodes, [
-                     python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
-                 "mpi_check": [*launcher_argv(profile, nodes, run_dir), python, "-m", "mlps_slurm.steps.preflight",
-                               "mpi", "--run-dir", run_dir],
-                 "gather": batch_host_command(profile, run_dir, [
-                     python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir,
-                     "--expected-nodes", ShellRef("SLURM_JOB_NODELIST")])},
-    )
+    preflight = preflight_job(profile, run_dir, python, nodes, base)
     ranks_per_node = math.ceil(nprocs / nodes)
     bench_sbatch = sbatch_directives(profile, run_dir, "checkpointing", "run", benchmark_job=True) + [
         f"--nodes={nodes}", f"--ntasks={nprocs}"]
@@ -258,7 +288,8 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         key="checkpointing",
         template="checkpointing.sbatch.j2",
         sbatch=tuple(bench_sbatch),
-        dependencies=(("afterok", ("preflight",)),),
+        dependencies=() if request.skip_preflight else (("afterok", ("preflight",)),),
+        pin_to_preflight=not request.skip_preflight,
         context={**base,
                  "raw_dir": raw,
                  "checkpoint_dir": checkpoint_dir,
@@ -273,7 +304,8 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
                      + ["--nodes=1", "--ntasks=1"]),
         # afterany on both: finalize runs whatever happened, and reports a failed preflight too.
-        dependencies=(("afterany", ("preflight", "checkpointing")),),
+        dependencies=(("afterany", ("checkpointing",) if request.skip_preflight
+                       else ("preflight", "checkpointing")),),
         context={**base, "finalize": batch_host_command(profile, run_dir, [
             python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
     )
@@ -282,11 +314,11 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         "scale": request.scale, "num_checkpoints_write": request.num_checkpoints_write,
         "num_checkpoints_read": request.num_checkpoints_read,
         "seconds_between_checkpoints": request.seconds_between_checkpoints, "engine": request.engine,
-        "keep_files": request.keep_files, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
+        "keep_files": request.keep_files, "validated": not request.skip_preflight, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
         "expected_bytes_per_checkpoint": sum(s.total_bytes for s in ckpt.rank_shards(model, nprocs, request.scale)),
     }
-    jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
-                 for j in (preflight, benchmark, finalize))
+    chain = (benchmark, finalize) if request.skip_preflight else (preflight, benchmark, finalize)
+    jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args"))) for j in chain)
     checkpoint_bytes = req["expected_bytes_per_checkpoint"] * request.num_checkpoints_write
     preflight_spec = preflight_requirements(
         profile, run_dir, python,

@@ -36,7 +36,7 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
             num_checkpoints_write=options["writes"], num_checkpoints_read=options["reads"],
             seconds_between_checkpoints=options["seconds_between_checkpoints"], nodes=options["nodes"],
             engine=options["engine"] or profile.get("engines.checkpointing.engine"),
-            keep_files=options["keep_files"])
+            keep_files=options["keep_files"], skip_preflight=options["skip_preflight"])
         python = jobs_python(profile)
         results_root = Path(profile.get("storage.results_dir"))
         run_id = new_run_id("checkpointing")
@@ -77,6 +77,47 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
         click.echo(f"follow it with: mlps-slurm status {run.path}")
         return 0
     return _wait_and_report(run, backend, timeout)
+
+
+def run_preflight_only(profile_ref: str, overrides: list[str], nodes: int | None, results_dir: str | None,
+                       wait: bool, timeout: float) -> int:
+    from mlps_slurm.plan import plan_preflight
+
+    if results_dir:
+        overrides = [*overrides, f"storage.results_dir={Path(results_dir).resolve()}"]
+    try:
+        profile = load_profile(profile_ref, overrides)
+        results_root = Path(profile.get("storage.results_dir"))
+        run_id = new_run_id("preflight")
+        plan = plan_preflight(profile, nodes=nodes, run_id=run_id, run_dir=str(results_root / run_id),
+                              python=jobs_python(profile))
+        backend = get_backend()
+        backend.ping()
+        run = create_run(plan, profile, results_root)
+        ids = submit_chain(run, backend)
+    except (ProfileError, PlanError, TemplateError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    except SlurmUnreachable as exc:
+        _error(str(exc))
+        return EXIT_SLURM
+    except SlurmError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    click.echo(f"submitted preflight {ids['preflight']}: {run.path}")
+    if not wait:
+        click.echo(f"follow it with: mlps-slurm status {run.path}")
+        return 0
+    try:
+        status = wait_for_chain(run, backend, timeout)
+    except TimeoutError as exc:
+        _error(str(exc))
+        return EXIT_FAILED
+    click.echo(describe_status(status), nl=False)
+    report = run.preflight / "preflight.txt"
+    if report.is_file():
+        click.echo(report.read_text(), nl=False)
+    return 0 if status.jobs[0][2] and status.jobs[0][2].state == "COMPLETED" else EXIT_FAILED
 
 
 def _test_only(plan: Any, profile: Any, backend: Any) -> int:

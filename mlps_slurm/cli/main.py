@@ -57,6 +57,8 @@ def checkpointing_options(f: Any) -> Any:
                      help="builtin: mlps-slurm's MPI checkpoint engine; dlio: a DLIO build with llama3 "
                           "checkpoint workloads (default: the profile's engines.checkpointing.engine)."),
         click.option("--keep-files", is_flag=True, help="Keep the checkpoint files after the run."),
+        click.option("--skip-preflight", is_flag=True, help="Run without validating the nodes first; the run is "
+                                                            "recorded as unvalidated (not submittable)."),
         click.option("--results-dir", type=click.Path(file_okay=False), default=None,
                      help="Where to create the run directory (default: the profile's storage.results_dir)."),
     ]
@@ -116,6 +118,21 @@ def submit_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_d
     """Submit the checkpointing chain: preflight, the checkpoint engine under srun, finalize."""
     _checkpointing("test-only" if test_only else "submit", profile_ref, overrides, results_dir, wait, timeout,
                    **request)
+
+
+@main.command()
+@profile_options
+@click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
+              help="Nodes to check (default: the profile's nodes.count).")
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--wait", is_flag=True, help="Wait for the report and print it.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True)
+def preflight(profile_ref: str, overrides: tuple[str, ...], nodes: int | None, results_dir: str | None,
+              wait: bool, timeout: float) -> None:
+    """Submit only the preflight: check every node of an allocation (for admins)."""
+    from mlps_slurm.cli.commands import run_preflight_only
+
+    sys.exit(run_preflight_only(profile_ref, list(overrides), nodes, results_dir, wait, timeout))
 
 
 @main.command()

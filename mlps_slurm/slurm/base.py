@@ -60,5 +60,8 @@ class SlurmBackend(Protocol):
     def states(self, job_ids: list[str]) -> dict[str, list[JobState]]:
         """Current states of many jobs in one refresh; array jobs map to one entry per task."""
 
+    def release(self, job_id: str) -> None:
+        """Release a job submitted with --hold."""
+
     def cancel(self, job_ids: list[str]) -> None:
         """Cancel jobs (ignoring ones that already ended)."""

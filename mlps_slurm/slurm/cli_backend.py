@@ -144,6 +144,9 @@ class CliSlurm:
                                        reason="Slurm no longer remembers this job (older than MinJobAge)")]
         return found
 
+    def release(self, job_id: str) -> None:
+        self._run(["scontrol", "release", job_id])
+
     def cancel(self, job_ids: list[str]) -> None:
         if job_ids:
             subprocess.run(["scancel", *job_ids], capture_output=True, text=True, env=scrubbed_env(),

@@ -33,9 +33,12 @@ def test_chain_completes_with_ten_writes_and_reads(tmp_path):
     proc, run = submit(tmp_path, "-o", f"storage.checkpoint_dir={tmp_path / 'ckpt'}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((run / "manifest.json").read_text())
-    for key in ("preflight", "checkpointing", "finalize"):
-        state = slurm_state(manifest["jobs"][key]["job_id"])
+    states = {key: slurm_state(manifest["jobs"][key]["job_id"]) for key in ("preflight", "checkpointing", "finalize")}
+    for key, state in states.items():
         assert state["JobState"] == "COMPLETED", (key, state)
+    # The benchmark ran exactly on the nodes the preflight validated (pinned by the preflight job).
+    assert states["checkpointing"]["ReqNodeList"] == states["preflight"]["NodeList"] == "n[1-4]"
+    assert states["checkpointing"]["NodeList"] == states["preflight"]["NodeList"]
     results = json.loads((run / "results" / "results.json").read_text())
     assert results["status"] == "success" and results["reasons"] == []
     assert results["submittable"] is False  # scaled

@@ -11,6 +11,8 @@ class FakeSlurmBackend:
     def __init__(self, fail_on_submit: int | None = None, forget: set[str] | None = None) -> None:
         self.submitted: list[tuple[Path, list[Dependency]]] = []
         self.cancelled: list[str] = []
+        self.released: list[str] = []
+        self.extra_args: list[list[str]] = []
         self.fail_on_submit = fail_on_submit  # 0-based index of the sbatch call that fails
         self.forget = forget or set()  # job ids the "controller" claims not to know
         self._next = 100
@@ -23,6 +25,7 @@ class FakeSlurmBackend:
         if self.fail_on_submit is not None and len(self.submitted) == self.fail_on_submit:
             raise SlurmError("sbatch: error: Batch job submission failed: Invalid partition name specified")
         self.submitted.append((script, dependencies))
+        self.extra_args.append(list(extra_args or []))
         self._next += 1
         return str(self._next)
 
@@ -31,6 +34,9 @@ class FakeSlurmBackend:
 
     def states(self, job_ids: list[str]) -> dict[str, list[JobState]]:
         return {j: [JobState(j, "fake", "PENDING", "Dependency")] for j in job_ids}
+
+    def release(self, job_id: str) -> None:
+        self.released.append(job_id)
 
     def cancel(self, job_ids: list[str]) -> None:
         self.cancelled += job_ids
