@@ -562,6 +562,8 @@ def _safe_member(name: str, top: str | None) -> str | None:
     p = PurePosixPath(name)
     if p.is_absolute() or ".." in p.parts:
         return f"unsafe member path {name!r}"
+    if not p.parts:
+        return f"member {name!r} names no file; a bundle holds one top directory"
     if top is not None and p.parts[0] != top:
         return f"member {name!r} is outside the bundle directory {top}/"
     return None

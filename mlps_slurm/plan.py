@@ -37,6 +37,7 @@ class CheckpointingRequest:
     engine: str = "builtin"
     keep_files: bool = False
     skip_preflight: bool = False  # the run is then recorded as unvalidated
+    accelerator: str = "b200"  # simulated accelerator: its memory bounds the checkpoint (rule 4.3.4)
 
     benchmark: str = field(default="checkpointing", init=False)
 
@@ -231,6 +232,8 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     model = ckpt.LLAMA3_MODELS.get(request.model)
     if model is None:
         raise PlanError(f"unknown model {request.model!r}; valid models: {', '.join(ckpt.LLAMA3_MODELS)}")
+    if request.accelerator not in ckpt.ACCELERATOR_MEMORY_GB:
+        raise PlanError(f"unknown accelerator {request.accelerator!r}; valid: {', '.join(ckpt.ACCELERATOR_MEMORY_GB)}")
     if request.engine not in CHECKPOINT_ENGINES:
         raise PlanError(f"unknown engine {request.engine!r}; valid engines: {', '.join(CHECKPOINT_ENGINES)}")
     nprocs = request.num_processes or model.closed_processes
@@ -314,7 +317,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         "scale": request.scale, "num_checkpoints_write": request.num_checkpoints_write,
         "num_checkpoints_read": request.num_checkpoints_read,
         "seconds_between_checkpoints": request.seconds_between_checkpoints, "engine": request.engine,
-        "keep_files": request.keep_files, "validated": not request.skip_preflight, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
+        "accelerator": request.accelerator, "keep_files": request.keep_files, "validated": not request.skip_preflight, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
         "expected_bytes_per_checkpoint": sum(s.total_bytes for s in ckpt.rank_shards(model, nprocs, request.scale)),
     }
     chain = (benchmark, finalize) if request.skip_preflight else (preflight, benchmark, finalize)

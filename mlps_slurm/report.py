@@ -18,6 +18,10 @@ def checkpointing_table(results: dict[str, Any]) -> str:
     head = (f"run {results.get('run_id')}: checkpointing {results.get('model')}, "
             f"{results.get('num_processes')} ranks on {results.get('nodes')} node(s)")
     lines = [head, f"status: {results.get('status', '?').upper()}"]
+    if results.get("verdict"):
+        lines.append(f"rules verdict: {results['verdict']} (details: verify.txt in the run directory)")
+        for f in results.get("rule_findings", []):
+            lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
     for reason in results.get("reasons", []):
         lines.append(f"  reason: {reason}")
     for note in results.get("notes", []):

@@ -36,7 +36,8 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
             num_checkpoints_write=options["writes"], num_checkpoints_read=options["reads"],
             seconds_between_checkpoints=options["seconds_between_checkpoints"], nodes=options["nodes"],
             engine=options["engine"] or profile.get("engines.checkpointing.engine"),
-            keep_files=options["keep_files"], skip_preflight=options["skip_preflight"])
+            keep_files=options["keep_files"], skip_preflight=options["skip_preflight"],
+            accelerator=options["accelerator"])
         python = jobs_python(profile)
         results_root = Path(profile.get("storage.results_dir"))
         run_id = new_run_id("checkpointing")
@@ -58,6 +59,7 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
         return EXIT_SLURM
     for note in plan.notes:
         click.echo(f"note: {note}")
+    _print_prerun_rules(plan)
     if action == "render":
         click.echo(f"rendered {run.run_id} (nothing submitted): {run.path}")
         for script in sorted(run.scripts.iterdir()):
@@ -77,6 +79,42 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
         click.echo(f"follow it with: mlps-slurm status {run.path}")
         return 0
     return _wait_and_report(run, backend, timeout)
+
+
+def _print_prerun_rules(plan: Any) -> None:
+    """The same rules the finalize job applies, on the request before anything runs."""
+    from mlps_slurm.rules import check_request
+    from mlps_slurm.rules.core import combine
+
+    findings = check_request(plan.benchmark, plan.request)
+    verdict = combine(findings)
+    click.echo(f"pre-run rules check: {verdict.value}")
+    for f in findings:
+        if f.verdict.value != "CLOSED":
+            click.echo(f"  {f.verdict.value:<7} {f.rule_id}: {f.message}")
+
+
+def bundle_runs(runs: list[str], org: str | None, system: str | None, output: str | None, allow_invalid: bool,
+                check: str | None, profile_ref: str, overrides: list[str]) -> int:
+    from mlps_slurm.bundle import bundle_command, check_command
+
+    if check:
+        return check_command(check, echo=click.echo)
+    if not runs:
+        _error("give the run directories to bundle, or --check TARBALL")
+        return EXIT_USAGE
+    if org is None or system is None:
+        try:
+            profile = load_profile(profile_ref, overrides)
+        except ProfileError as exc:
+            _error(str(exc))
+            return EXIT_USAGE
+        org = org or profile.get("submission.organization")
+        system = system or profile.get("submission.system")
+    import datetime as dt
+
+    out = output or f"mlps-submission-{dt.datetime.now():%Y%m%d-%H%M%S}"
+    return bundle_command(runs, org, system, out, allow_invalid, echo=click.echo)
 
 
 def run_preflight_only(profile_ref: str, overrides: list[str], nodes: int | None, results_dir: str | None,

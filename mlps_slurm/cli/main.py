@@ -11,6 +11,7 @@ import click
 # Kept here (not imported from the catalog) so `--help` does not import the work; a unit test checks that they
 # match mlps_slurm.catalog.checkpointing.LLAMA3_MODELS.
 CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
+ACCELERATORS = ("b200", "mi355", "h100", "a100")
 EXIT_USAGE, EXIT_SLURM = 2, 3
 
 
@@ -41,6 +42,9 @@ def checkpointing_options(f: Any) -> Any:
     options = [
         click.option("--model", required=True, type=click.Choice(CHECKPOINT_MODELS),
                      help="Llama 3 checkpoint workload."),
+        click.option("--accelerator", type=click.Choice(ACCELERATORS), default="b200", show_default=True,
+                     help="Simulated accelerator (its memory bounds the checkpoint size per rank; h100/a100 are "
+                          "what-if only)."),
         click.option("--num-processes", "-n", type=click.IntRange(min=1), default=None,
                      help="MPI ranks (default: the CLOSED count of the model: 8/64/512/1024)."),
         click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
@@ -148,6 +152,41 @@ def status(run: str, profile_ref: str, overrides: tuple[str, ...], wait: bool, t
     from mlps_slurm.cli.commands import show_status
 
     sys.exit(show_status(run, profile_ref, list(overrides), wait, timeout))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--output", type=click.Path(file_okay=False), default=None,
+              help="Write verify.json and verify.txt here (default: into the run directory or directory named).")
+@click.option("--submission/--runs", "submission", default=None,
+              help="Also apply the submission-level rules (default: when the paths hold several runs).")
+def verify(paths: tuple[str, ...], output: str | None, submission: bool | None) -> None:
+    """Check runs against the MLPerf Storage rules: CLOSED, OPEN or INVALID, with the rule that decided.
+
+    PATHS are run directories, directories of runs, or a submission tree. Exits non-zero when a run the chain
+    planned has no usable result; every run not used is listed with the reason.
+    """
+    from mlps_slurm.verify import verify_command
+
+    sys.exit(verify_command(list(paths), output, submission, echo=click.echo))
+
+
+@main.command()
+@click.argument("runs", nargs=-1, type=click.Path(exists=True))
+@click.option("--org", default=None, help="Submitting organization (default: the profile's submission.organization).")
+@click.option("--system", default=None, help="System name (default: the profile's submission.system).")
+@click.option("--output", "-O", type=click.Path(), default=None,
+              help="New directory for the submission tree and tarball (default: ./mlps-submission-<time>).")
+@click.option("--allow-invalid", is_flag=True, help="Bundle INVALID runs too, under invalid/ (never closed/open).")
+@click.option("--check", "check", type=click.Path(exists=True, dir_okay=False), default=None, metavar="TARBALL",
+              help="Verify a bundle: every checksum, then the rules on the bundled runs.")
+@profile_options
+def bundle(runs: tuple[str, ...], org: str | None, system: str | None, output: str | None, allow_invalid: bool,
+           check: str | None, profile_ref: str, overrides: tuple[str, ...]) -> None:
+    """Build the MLPerf Storage submission tree, SHA256SUMS and a tarball from RUNS; or --check a tarball."""
+    from mlps_slurm.cli.commands import bundle_runs
+
+    sys.exit(bundle_runs(list(runs), org, system, output, allow_invalid, check, profile_ref, list(overrides)))
 
 
 @main.group()

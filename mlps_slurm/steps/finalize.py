@@ -96,8 +96,19 @@ def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
         "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
     atomic_write_json(run.results / "results.json", results)
+    # The rules read results.json, so they run after it exists; their verdict is then added to it.
+    results["verdict"], results["rule_findings"] = _verdict(run)
+    atomic_write_json(run.results / "results.json", results)
     atomic_write_text(run.results / "results.txt", checkpointing_table(results))
     return results
+
+
+def _verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
+    from mlps_slurm.verify import verify_run, write_run_verdict
+
+    verdict = verify_run(run.path)
+    write_run_verdict(verdict, run.path)
+    return verdict.verdict.value, [f.to_dict() for f in verdict.findings if f.verdict.value != "CLOSED"]
 
 
 def main(argv: list[str] | None = None) -> int:

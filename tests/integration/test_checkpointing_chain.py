@@ -55,6 +55,36 @@ def test_chain_completes_with_ten_writes_and_reads(tmp_path):
     # The user-facing output: the results table with write and read GB/s, and the run directory.
     assert "mean GB/s" in proc.stdout and str(run) in proc.stdout
     assert not any((tmp_path / "ckpt").glob("*/ckpt_*")), "checkpoint files are removed after the run"
+    # finalize ran the rules: a scaled run is INVALID for submission, and says which rule decided.
+    assert results["verdict"] == "INVALID"
+    assert [f["rule_id"] for f in results["rule_findings"] if f["verdict"] == "INVALID"] == ["ckpt.scaled"]
+    assert (run / "verify.json").is_file() and "ckpt.scaled" in (run / "verify.txt").read_text()
+    check_verify_and_bundle_cli(tmp_path, run)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlps_slurm", *args], capture_output=True, text=True, timeout=300)
+
+
+def check_verify_and_bundle_cli(tmp_path: Path, run: Path) -> None:
+    verify = cli("verify", str(run))
+    assert verify.returncode == 0, verify.stderr  # INVALID but usable: it finished and was judged
+    assert "INVALID ckpt.scaled" in verify.stdout
+    refused = cli("bundle", str(run), "-O", str(tmp_path / "refused"))
+    assert refused.returncode != 0 and "--allow-invalid" in refused.stdout + refused.stderr
+    assert not (tmp_path / "refused").exists()
+    made = cli("bundle", str(run), "-O", str(tmp_path / "sub"), "--allow-invalid", "--org", "acme", "--system", "s1")
+    assert made.returncode == 0, made.stdout + made.stderr
+    (tarball,) = (tmp_path / "sub").glob("*.tar.gz")
+    assert (tmp_path / "sub" / "invalid" / "acme" / "results" / "s1" / "checkpointing" / "llama3-8b").is_dir()
+    assert cli("bundle", "--check", str(tarball)).returncode == 0
+    # Tamper with one bundled file and rebuild the tarball from the tree: the checksums no longer match.
+    engine = next((tmp_path / "sub").rglob("engine.json"))
+    engine.write_text(engine.read_text().replace('"fsync": true', '"fsync": false'))
+    forged = tmp_path / "forged.tar.gz"
+    subprocess.run(["tar", "czf", str(forged), "-C", str(tmp_path), "--exclude", tarball.name, "sub"], check=True)
+    check = cli("bundle", "--check", str(forged))
+    assert check.returncode != 0 and "engine.json" in check.stdout
 
 
 def test_failing_preflight_cancels_the_benchmark_and_finalize_says_why(tmp_path):

@@ -233,3 +233,17 @@ def test_parallel_gzip_is_ordinary_gzip(tmp_path, size, block, workers):
         gz.close()
     assert gzip.decompress(path.read_bytes()) == data
     assert subprocess.run(["gzip", "-t", str(path)]).returncode == 0
+
+
+def test_check_reports_a_tarball_of_dot_entries_instead_of_crashing(tmp_path):
+    import subprocess as sp
+
+    from mlps_slurm.bundle import check_bundle
+
+    (tmp_path / "tree").mkdir()
+    (tmp_path / "tree" / "SHA256SUMS").write_text("")
+    tarball = tmp_path / "dots.tar.gz"
+    sp.run(["tar", "czf", str(tarball), "-C", str(tmp_path / "tree"), "."], check=True)
+    result = check_bundle(tarball)
+    assert not result.ok
+    assert any("names no file" in p for p in result.problems)
