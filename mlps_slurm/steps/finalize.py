@@ -98,9 +98,37 @@ def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
     atomic_write_json(run.results / "results.json", results)
     # The rules read results.json, so they run after it exists; their verdict is then added to it.
     results["verdict"], results["rule_findings"] = _verdict(run)
+    results["official_checker"] = official_checker(run)
     atomic_write_json(run.results / "results.json", results)
     atomic_write_text(run.results / "results.txt", checkpointing_table(results))
     return results
+
+
+OFFICIAL_CHECKER = "mlpstorage"
+
+
+def official_checker(run: RunDirectory, timeout: float = 600) -> dict[str, Any]:
+    """Run MLPerf Storage's own checker when the cluster has it, and record its verdict beside ours.
+
+    It never replaces our verdict: it does not know Slurm runs and (with DLIO 2.0.0 output) has crashed or
+    skipped runs silently, so its exit status and output are recorded as they are.
+    """
+    import shutil
+    import subprocess
+
+    exe = shutil.which(OFFICIAL_CHECKER)
+    if exe is None:
+        return {"installed": False, "note": f"{OFFICIAL_CHECKER} is not on PATH; only mlps-slurm's rules ran"}
+    argv = [exe, "reports", "reportgen", "--results-dir", str(run.raw), "--output-dir",
+            str(run.results / "official-checker")]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return {"installed": True, "command": argv, "error": str(exc)}
+    atomic_write_text(run.results / "official-checker.log", proc.stdout + proc.stderr)
+    return {"installed": True, "command": argv, "exit_code": proc.returncode,
+            "verdict": "passed" if proc.returncode == 0 else "failed",
+            "output_tail": (proc.stdout + proc.stderr)[-2000:]}
 
 
 def _verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
