@@ -38,6 +38,9 @@ def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict
     """Write scripts, resolved profile and manifest into a (staged) run directory."""
     for name, text in scripts.items():
         atomic_write_text(run.scripts / name, text, mode=0o755)
+    if plan.request.get("lockfile_source"):
+        # The run keeps the exact lockfile its nodes were checked against.
+        atomic_write_text(run.path / "lockfile.txt", Path(plan.request["lockfile_source"]).read_text())
     atomic_write_text(run.path / "profile.resolved.yaml",
                       yaml.safe_dump(profile.nested(), sort_keys=False, default_flow_style=False))
     manifest = {

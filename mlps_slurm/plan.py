@@ -38,6 +38,7 @@ class CheckpointingRequest:
     keep_files: bool = False
     skip_preflight: bool = False  # the run is then recorded as unvalidated
     accelerator: str = "b200"  # simulated accelerator: its memory bounds the checkpoint (rule 4.3.4)
+    verify_lockfile: str | None = None  # a lockfile every node's packages must match (checked in preflight)
 
     benchmark: str = field(default="checkpointing", init=False)
 
@@ -317,7 +318,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
         "scale": request.scale, "num_checkpoints_write": request.num_checkpoints_write,
         "num_checkpoints_read": request.num_checkpoints_read,
         "seconds_between_checkpoints": request.seconds_between_checkpoints, "engine": request.engine,
-        "accelerator": request.accelerator, "keep_files": request.keep_files, "validated": not request.skip_preflight, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
+        "accelerator": request.accelerator, "lockfile_source": request.verify_lockfile, "keep_files": request.keep_files, "validated": not request.skip_preflight, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
         "expected_bytes_per_checkpoint": sum(s.total_bytes for s in ckpt.rank_shards(model, nprocs, request.scale)),
     }
     chain = (benchmark, finalize) if request.skip_preflight else (preflight, benchmark, finalize)
@@ -326,6 +327,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     preflight_spec = preflight_requirements(
         profile, run_dir, python,
         storage=[("checkpoint_dir", profile.get("storage.checkpoint_dir"), checkpoint_bytes)],
-        engine_modules=["mlps_slurm.steps.checkpoint_engine", "mpi4py"])
+        engine_modules=["mlps_slurm.steps.checkpoint_engine", "mpi4py"],
+        lockfile=f"{run_dir}/lockfile.txt" if request.verify_lockfile else None)
     return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=jobs, preflight=preflight_spec,
                 submittable=submittable, notes=tuple(notes))

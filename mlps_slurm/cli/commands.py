@@ -37,7 +37,15 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
             seconds_between_checkpoints=options["seconds_between_checkpoints"], nodes=options["nodes"],
             engine=options["engine"] or profile.get("engines.checkpointing.engine"),
             keep_files=options["keep_files"], skip_preflight=options["skip_preflight"],
-            accelerator=options["accelerator"])
+            accelerator=options["accelerator"],
+            verify_lockfile=str(Path(options["verify_lockfile"]).resolve()) if options["verify_lockfile"] else None)
+        if request.verify_lockfile:
+            from mlps_slurm.lockfile import LockfileError, parse
+
+            try:
+                parse(request.verify_lockfile)  # a broken lockfile is refused here, not on every node
+            except LockfileError as exc:
+                raise PlanError(f"--verify-lockfile: {exc}") from exc
         python = jobs_python(profile)
         results_root = Path(profile.get("storage.results_dir"))
         run_id = new_run_id("checkpointing")
@@ -79,6 +87,35 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
         click.echo(f"follow it with: mlps-slurm status {run.path}")
         return 0
     return _wait_and_report(run, backend, timeout)
+
+
+def generate_lockfile(output: str, requirements_in: str | None) -> int:
+    from mlps_slurm.lockfile import LockfileError, generate
+
+    try:
+        result = generate(output, requirements_in)
+    except LockfileError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    click.echo(f"wrote {result.path}: {result.pins} pins ({result.method})")
+    return 0
+
+
+def verify_lockfile(path: str) -> int:
+    from mlps_slurm.lockfile import LockfileError, check, parse
+
+    try:
+        result = check(parse(path))
+    except LockfileError as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    for p in result.not_compared:
+        click.echo(f"  note: {p.message}")
+    for p in result.problems:
+        click.echo(f"  ERROR {p.message}")
+    click.echo(f"{path}: {result.checked} pins checked, " + ("environment matches" if result.ok
+                                                             else f"{len(result.problems)} problem(s)"))
+    return 0 if result.ok else EXIT_FAILED
 
 
 def _print_prerun_rules(plan: Any) -> None:

@@ -61,6 +61,8 @@ def checkpointing_options(f: Any) -> Any:
                      help="builtin: mlps-slurm's MPI checkpoint engine; dlio: a DLIO build with llama3 "
                           "checkpoint workloads (default: the profile's engines.checkpointing.engine)."),
         click.option("--keep-files", is_flag=True, help="Keep the checkpoint files after the run."),
+        click.option("--verify-lockfile", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Lockfile (mlps-slurm lockfile generate) that every node's packages must match."),
         click.option("--skip-preflight", is_flag=True, help="Run without validating the nodes first; the run is "
                                                             "recorded as unvalidated (not submittable)."),
         click.option("--results-dir", type=click.Path(file_okay=False), default=None,
@@ -187,6 +189,32 @@ def bundle(runs: tuple[str, ...], org: str | None, system: str | None, output: s
     from mlps_slurm.cli.commands import bundle_runs
 
     sys.exit(bundle_runs(list(runs), org, system, output, allow_invalid, check, profile_ref, list(overrides)))
+
+
+@main.group()
+def lockfile() -> None:
+    """Pin the jobs' Python environment and check an environment against the pins."""
+
+
+@lockfile.command("generate")
+@click.option("--output", "-O", type=click.Path(dir_okay=False), default="mlps-slurm.lock", show_default=True)
+@click.option("--from", "requirements_in", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Resolve this requirements file (uv pip compile, else pip's resolver) instead of pinning the "
+                   "installed environment.")
+def lockfile_generate(output: str, requirements_in: str | None) -> None:
+    """Write a requirements.txt-style lockfile of this interpreter's environment (or of --from)."""
+    from mlps_slurm.cli.commands import generate_lockfile
+
+    sys.exit(generate_lockfile(output, requirements_in))
+
+
+@lockfile.command("verify")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+def lockfile_verify(path: str) -> None:
+    """Compare this interpreter's packages with lockfile PATH (mpi4py and VCS pins are reported, not compared)."""
+    from mlps_slurm.cli.commands import verify_lockfile
+
+    sys.exit(verify_lockfile(path))
 
 
 @main.group()
