@@ -112,3 +112,23 @@ def test_failing_preflight_cancels_the_benchmark_and_finalize_says_why(tmp_path)
     assert "CANCELLED  (DependencyNeverSatisfied)" in status.stdout
     assert f"preflight failed: see {run}/preflight/preflight.txt" in status.stdout
     assert "n1: storage.checkpoint_dir.writable" in status.stdout
+
+
+def test_verify_lockfile_mismatch_stops_the_chain_on_every_node(tmp_path):
+    lock = tmp_path / "site.lock"
+    made = subprocess.run([sys.executable, "-m", "mlps_slurm", "lockfile", "generate", "-O", str(lock)],
+                          capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    text = lock.read_text()
+    assert "\nclick==" in text
+    lock.write_text("\n".join("click==0.1" if line.startswith("click==") else line for line in text.splitlines()))
+    proc, run = submit(tmp_path, "-o", f"storage.checkpoint_dir={tmp_path / 'ckpt'}", "--verify-lockfile",
+                       str(lock), timeout=300)
+    assert proc.returncode == 1
+    assert (run / "lockfile.txt").read_text() == lock.read_text()  # the run keeps what it was checked against
+    preflight = json.loads((run / "preflight" / "preflight.json").read_text())
+    failing = {(f["node"], f["check"]) for f in preflight["failures"]}
+    assert failing == {(n, "python.lockfile") for n in ("n1", "n2", "n3", "n4")}
+    assert "click" in preflight["failures"][0]["message"]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert slurm_state(manifest["jobs"]["checkpointing"]["job_id"])["JobState"] == "CANCELLED"
