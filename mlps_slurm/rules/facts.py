@@ -122,19 +122,24 @@ def describe_node(facts: Mapping[str, Any]) -> dict[str, Any]:
     cpu = facts.get("cpu") if isinstance(facts.get("cpu"), Mapping) else {}
     os_ = facts.get("os") if isinstance(facts.get("os"), Mapping) else {}
     mem = memory_bytes(facts)
+    kernel = facts.get("kernel")
+    # The preflight's node_facts names some keys differently (physical_cores, version_id, kind, operstate, and a
+    # kernel section); both spellings are read.
     nics = []
     for nic in facts.get("nics") or []:
         if isinstance(nic, Mapping):
-            nics.append({k: nic.get(k) for k in ("name", "type", "speed_mbps", "state") if nic.get(k) is not None})
+            entry = {"name": nic.get("name"), "type": nic.get("type", nic.get("kind")),
+                     "speed_mbps": nic.get("speed_mbps"), "state": nic.get("state", nic.get("operstate"))}
+            nics.append({k: v for k, v in entry.items() if v is not None})
     return {
         "cpu_model": cpu.get("model"),
         "cpu_sockets": cpu.get("sockets"),
-        "cpu_cores": cpu.get("cores"),
+        "cpu_cores": cpu.get("cores", cpu.get("physical_cores")),
         "cpu_threads": cpu.get("threads", cpu.get("logical")),
         "memory_gib": round(mem / GIB, 1) if mem else None,
         "os_name": os_.get("name"),
-        "os_version": os_.get("version"),
-        "kernel": os_.get("kernel"),
+        "os_version": os_.get("version", os_.get("version_id")),
+        "kernel": os_.get("kernel") or (kernel.get("release") if isinstance(kernel, Mapping) else kernel),
         "product": facts.get("product"),
         "nics": nics,
     }

@@ -69,3 +69,16 @@ def test_check_request_before_anything_runs():
         assert "num_processes" in str(exc)
     else:
         raise AssertionError("a request without num_processes is a caller error")
+
+
+def test_describe_node_reads_the_preflight_node_facts_shape():
+    """Producer (mlps_slurm.steps.node_facts, on this machine) and reader must agree on the keys."""
+    from mlps_slurm.rules.facts import describe_node
+    from mlps_slurm.steps import node_facts
+
+    facts = {"os": node_facts.os_facts(), "kernel": node_facts.kernel_facts(), "cpu": node_facts.cpu_facts(),
+             "memory": node_facts.memory_facts(), "nics": node_facts.nic_facts()}
+    d = describe_node(facts)
+    for key in ("cpu_model", "cpu_cores", "cpu_threads", "memory_gib", "os_name", "os_version", "kernel"):
+        assert d[key], key
+    assert all("state" in n and "type" in n for n in d["nics"])
