@@ -681,8 +681,8 @@ def _made_report(node: str, check: Check) -> dict[str, Any]:
 
 
 def _split_report(data: bytes) -> tuple[dict[str, Any], bytes]:
-    """(index, full report bytes) of a node report file; a one-line report (older format, or written by hand) is
-    decoded whole and re-encoded with "checks" last."""
+    """(index, full report bytes) of a node report file. Any other JSON report (an older format, pretty-printed,
+    or written by hand) is decoded whole and re-encoded with "checks" last."""
     newline = data.find(b"\n")
     if newline > 0 and data.startswith(b'{"format":"' + INDEX_FORMAT.encode() + b'"'):
         end = len(data) - 1 if data.endswith(b"\n") else len(data)
