@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from mlps_slurm import __version__
+from mlps_slurm.rundir import atomic_write_text
 from mlps_slurm.catalog.checkpointing import (
     DEFAULT_NUM_CHECKPOINTS_READ,
     DEFAULT_NUM_CHECKPOINTS_WRITE,
@@ -400,21 +401,8 @@ def _report_line(phase: str, index: int, records: list[dict[str, Any]]) -> None:
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write next to the target and rename: the finalize job sees the whole file or none of it."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+    """The finalize job sees the whole file or none of it."""
+    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
 
 
 def execute(comm: Intracomm, run: Run) -> int:

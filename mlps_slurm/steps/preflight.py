@@ -45,13 +45,12 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from mlps_slurm import hostlist, install_hints, lockfile
-from mlps_slurm.rundir import RunDirectory, atomic_write_bytes, atomic_write_text
+from mlps_slurm.rundir import RunDirectory, atomic_write_bytes, atomic_write_chunks, atomic_write_text
 from mlps_slurm.steps import node_facts
 
 PASS, WARN, FAIL = "pass", "warning", "error"
@@ -1039,26 +1038,9 @@ def _message_groups(findings: list[dict[str, str]]) -> dict[str, list[dict[str, 
     return groups
 
 
-def _atomic_write_chunks(path: Path, chunks: Iterable[bytes]) -> None:
-    """Like rundir.atomic_write_bytes, streaming: a 10,000-node preflight.json is never one bytes object."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_outputs(run: RunDirectory, gathered: Gathered) -> str:
     """preflight.json and preflight.txt; returns the text."""
-    _atomic_write_chunks(run.preflight / "preflight.json", gathered.chunks())
+    atomic_write_chunks(run.preflight / "preflight.json", gathered.chunks())
     text = format_text(gathered)
     atomic_write_text(run.preflight / "preflight.txt", text)
     return text
