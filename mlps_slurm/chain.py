@@ -22,7 +22,7 @@ from mlps_slurm.plan import Plan
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.render import render_plan
 from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
-from mlps_slurm.slurm import Dependency, JobState, SlurmBackend, SlurmError
+from mlps_slurm.slurm import Dependency, JobState, SlurmBackend, SlurmError, combined_state
 
 
 def jobs_python(profile: SiteProfile) -> str:
@@ -114,14 +114,16 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
             run.write_manifest(manifest)
         pinned = [ids[j["key"]] for j in manifest["plan"]["jobs"] if j.get("pin_to_preflight")]
         atomic_write_text(run.path / "pin-jobs.txt", "".join(f"{i}\n" for i in pinned))
+        # Written before the release: once the preflight runs, the jobs (datagen) may update the manifest
+        # themselves, and a later write from here would undo that.
+        manifest["state"] = "submitted"
+        run.write_manifest(manifest)
         if held:
             backend.release(held)
     except BaseException:
         backend.cancel(list(ids.values()))
         run.remove()
         raise
-    manifest["state"] = "submitted"
-    run.write_manifest(manifest)
     return ids
 
 
@@ -143,7 +145,7 @@ def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
     rows: list[tuple[str, str, JobState | None]] = []
     for job in manifest["plan"]["jobs"]:
         jid = submitted.get(job["key"], {}).get("job_id", "")
-        rows.append((job["key"], jid, states[jid][0] if jid in states else None))
+        rows.append((job["key"], jid, combined_state(states[jid]) if jid in states else None))
     return ChainStatus(run, rows)
 
 

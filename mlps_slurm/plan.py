@@ -17,7 +17,6 @@ from mlps_slurm.engines.checkpoint import engine_argv
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import SBATCH_TOKEN
 
-BENCHMARKS = ("checkpointing",)
 CHECKPOINT_ENGINES = ("builtin", "dlio")
 
 
@@ -204,7 +203,7 @@ def plan_preflight(profile: SiteProfile, *, nodes: int | None, run_id: str, run_
     if nodes > profile.get("nodes.count"):
         raise PlanError(f"--nodes {nodes} exceeds the profile's nodes.count ({profile.get('nodes.count')})")
     run_dir = run_dir.rstrip("/")
-    base = _base_context(profile, python, run_id, run_dir)
+    base = base_context(profile, python, run_id, run_dir)
     job = replace(preflight_job(profile, run_dir, python, nodes, base),
                   sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
     storage = [(key.split(".")[1], profile.get(key), 0)
@@ -215,7 +214,8 @@ def plan_preflight(profile: SiteProfile, *, nodes: int | None, run_id: str, run_
                                                  engine_modules=["mpi4py"]))
 
 
-def _base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) -> dict[str, Any]:
+def base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) -> dict[str, Any]:
+    """What the shared header template prints, for every job of every chain."""
     return {
         "version": __version__,
         "run_id": run_id,
@@ -277,7 +277,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
                      "the 10 + 10 the rules require; not submittable")
 
     run_dir = run_dir.rstrip("/")
-    base = _base_context(profile, python, run_id, run_dir)
+    base = base_context(profile, python, run_id, run_dir)
     raw = f"{run_dir}/raw/checkpointing/{model.name}"
     engine_output = f"{raw}/engine.json"
     checkpoint_dir = f"{profile.get('storage.checkpoint_dir').rstrip('/')}/{run_id}"

@@ -24,7 +24,7 @@ SUBDIRS = ("scripts", "logs", "preflight/nodes", "raw", "results")
 def new_run_id(benchmark: str, now: _dt.datetime | None = None) -> str:
     """Sortable and unique even for two cron runs started in the same second."""
     now = now or _dt.datetime.now()
-    return f"{benchmark}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{benchmark}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(6)}"  # 48 bits: no birthday clash
 
 
 def atomic_write_chunks(path: Path, chunks: Iterable[bytes], mode: int = 0o644) -> None:

@@ -27,10 +27,7 @@ def _error(message: str) -> None:
 
 def run_checkpointing(action: str, profile_ref: str, overrides: list[str], results_dir: str | None, wait: bool,
                       timeout: float, options: dict[str, Any]) -> int:
-    if results_dir:
-        overrides = [*overrides, f"storage.results_dir={Path(results_dir).resolve()}"]
-    try:
-        profile = load_profile(profile_ref, overrides)
+    def plan_it(profile: Any, run_id: str, run_dir: str, python: str) -> Any:
         request = CheckpointingRequest(
             model=options["model"], num_processes=options["num_processes"], scale=options["scale"],
             num_checkpoints_write=options["writes"], num_checkpoints_read=options["reads"],
@@ -46,13 +43,48 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
                 parse(request.verify_lockfile)  # a broken lockfile is refused here, not on every node
             except LockfileError as exc:
                 raise PlanError(f"--verify-lockfile: {exc}") from exc
-        python = jobs_python(profile)
-        results_root = Path(profile.get("storage.results_dir"))
-        run_id = new_run_id("checkpointing")
-        plan = plan_checkpointing(request, profile, run_id=run_id, run_dir=str(results_root / run_id),
-                                  python=python)
+        plan = plan_checkpointing(request, profile, run_id=run_id, run_dir=run_dir, python=python)
         if request.engine == "dlio":
             require_dlio_checkpointing(python)
+        return plan
+
+    return launch(action, "checkpointing", plan_it, profile_ref, overrides, results_dir, wait, timeout)
+
+
+def run_training(action: str, profile_ref: str, overrides: list[str], results_dir: str | None, wait: bool,
+                 timeout: float, options: dict[str, Any]) -> int:
+    from mlps_slurm.engines.dlio_training import probe_engine
+    from mlps_slurm.plan_training import TrainingRequest, plan_training
+
+    def plan_it(profile: Any, run_id: str, run_dir: str, python: str) -> Any:
+        request = TrainingRequest(model=options["model"], accelerator=options["accelerator"],
+                                  accelerators_per_node=options["accelerators_per_node"], nodes=options["nodes"],
+                                  scale=options["scale"], params=tuple(options["params"]),
+                                  allow_invalid=options["allow_invalid"], reuse_data=options["reuse_data"])
+        plan = plan_training(request, profile, run_id=run_id, run_dir=run_dir, python=python)
+        problems = probe_engine(python, plan.request["needs_tensorflow"])
+        if problems:
+            raise PlanError("; ".join(problems))
+        return plan
+
+    return launch(action, "training", plan_it, profile_ref, overrides, results_dir, wait, timeout)
+
+
+def launch(action: str, benchmark: str, plan_it: Any, profile_ref: str, overrides: list[str],
+           results_dir: str | None, wait: bool, timeout: float) -> int:
+    """The one path of every benchmark command: profile -> plan -> (test-only | run directory -> submit -> wait).
+
+    `action` is render, test-only or submit. `plan_it(profile, run_id, run_dir, python)` builds the plan and
+    raises PlanError (or DlioUnsupported) for a request that cannot run: nothing has been written then.
+    """
+    if results_dir:
+        overrides = [*overrides, f"storage.results_dir={Path(results_dir).resolve()}"]
+    try:
+        profile = load_profile(profile_ref, overrides)
+        python = jobs_python(profile)
+        results_root = Path(profile.get("storage.results_dir"))
+        run_id = new_run_id(benchmark)
+        plan = plan_it(profile, run_id, str(results_root / run_id), python)
         backend = get_backend()
         if action != "render":
             backend.ping()  # before anything is written: an unreachable Slurm leaves no run behind

@@ -8,6 +8,8 @@ from typing import Any, NoReturn
 
 import click
 
+from mlps_slurm.cli.training import datasize, render_training, submit_training
+
 # Kept here (not imported from the catalog) so `--help` does not import the work; a unit test checks that they
 # match mlps_slurm.catalog.checkpointing.LLAMA3_MODELS.
 CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
@@ -124,6 +126,11 @@ def submit_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_d
     """Submit the checkpointing chain: preflight, the checkpoint engine under srun, finalize."""
     _checkpointing("test-only" if test_only else "submit", profile_ref, overrides, results_dir, wait, timeout,
                    **request)
+
+
+render.add_command(render_training)
+submit.add_command(submit_training)
+main.add_command(datasize)
 
 
 @main.command()

@@ -20,10 +20,13 @@ from typing import Any, Mapping, Union
 from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
 from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, parse_time, rule, run_rules
 
-GIB = 1 << 30
-STEPS_PER_EPOCH = 500  # mlpstorage STEPS_PER_EPOCH: the dataset covers at least 500 steps of every accelerator
-MOST_MEMORY_MULTIPLIER = 5  # ... and at least 5 x the aggregate client memory, so it cannot be cached
-REQUIRED_RUNS = 6  # 1 warm-up + 5 scored (TrainingSubmissionRulesChecker.REQUIRED_RUNS=5, plus the warm-up)
+from mlps_slurm.catalog import training as catalog
+from mlps_slurm.catalog.training import (CLOSED_ACCELERATORS, CLOSED_MODELS, CLOSED_PARAMS, GIB,  # noqa: F401
+                                         MOST_MEMORY_MULTIPLIER, ODIRECT_MODELS, OPEN_PARAMS, STEPS_PER_EPOCH)
+
+REQUIRED_RUNS = catalog.RUNS  # 1 warm-up + 5 scored (TrainingSubmissionRulesChecker.REQUIRED_RUNS=5, plus the warm-up)
+KNOWN_MODELS = catalog.MODELS
+KNOWN_ACCELERATORS = catalog.ACCELERATORS
 
 
 @dataclass(frozen=True)
@@ -37,32 +40,11 @@ class Workload:
     closed: bool  # in the v3.0 CLOSED set
 
 
-# The reference workload table. The training catalog (issue 5) owns these facts; they are repeated here only for
-# the numbers the rules compare against, so a run cannot lower its own AU threshold or batch size.
+# From the training catalog (the one place for the reference table), never from the run's own records, so a run
+# cannot lower its own AU threshold or batch size.
 WORKLOADS: dict[tuple[str, str], Workload] = {
-    ("unet3d", "a100"): Workload(7, 146_600_628, 1, 0.90, False),
-    ("unet3d", "h100"): Workload(7, 146_600_628, 1, 0.90, False),
-    ("unet3d", "b200"): Workload(7, 146_600_628, 1, 0.90, True),
-    ("resnet50", "h100"): Workload(400, 114_660.07, 1251, 0.90, False),
-    ("cosmoflow", "h100"): Workload(1, 2_828_486, 1, 0.70, False),
-    ("retinanet", "b200"): Workload(24, 322_957, 1, 0.85, True),
-    ("retinanet", "mi355"): Workload(32, 322_957, 1, 0.85, True),
-    ("dlrm", "b200"): Workload(16384, 761, 4_718_592, 0.70, False),
-    ("flux", "b200"): Workload(48, 2_164_832, 288, 0.90, False),
-}
-CLOSED_MODELS = ("unet3d", "retinanet")
-CLOSED_ACCELERATORS = ("b200", "mi355")
-KNOWN_MODELS = ("cosmoflow", "resnet50", "unet3d", "dlrm", "retinanet", "flux")
-KNOWN_ACCELERATORS = ("h100", "a100", "b200", "mi355")
-
-# Parameter overrides (reference §3.3; run_checkers/training.py).
-CLOSED_PARAMS = frozenset({
-    "dataset.num_files_train", "dataset.num_subfolders_train", "dataset.data_folder", "reader.read_threads",
-    "reader.computation_threads", "reader.transfer_size", "reader.odirect", "reader.prefetch_size",
-    "checkpoint.checkpoint_folder", "storage.storage_type", "storage.storage_root",
-    "storage.storage_options.prefetch_window"})
-OPEN_PARAMS = CLOSED_PARAMS | {"framework", "dataset.format", "dataset.num_samples_per_file", "reader.data_loader"}
-ODIRECT_MODELS = ("unet3d",)  # reader.odirect is a CLOSED override for unet3d only
+    key: Workload(w.batch_size, w.record_length, w.samples_per_file, w.au_threshold, w.closed)
+    for key, w in catalog.WORKLOADS.items()}
 # Keys the tool itself sets (TOOL_INJECTED_PARAMS, #494): never the submitter's change.
 TOOL_INJECTED = frozenset({"dataset.skip_listing", "dataset.listing_validation_interval",
                            "dataset.num_files_generated", "dataset.total_disk_bytes", "workflow.generate_data",

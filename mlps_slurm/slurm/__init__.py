@@ -7,6 +7,7 @@ from mlps_slurm.slurm.base import (
     SlurmError,
     SlurmUnreachable,
     TERMINAL_STATES,
+    combined_state,
 )
 from mlps_slurm.slurm.cli_backend import CliSlurm
 
@@ -16,4 +17,4 @@ def get_backend() -> SlurmBackend:
 
 
 __all__ = ["CliSlurm", "Dependency", "JobState", "SlurmBackend", "SlurmError", "SlurmUnreachable",
-           "TERMINAL_STATES", "get_backend"]
+           "TERMINAL_STATES", "combined_state", "get_backend"]

@@ -46,6 +46,30 @@ class JobState:
         return self.state in TERMINAL_STATES
 
 
+def _task_order(s: JobState) -> tuple[int, str]:
+    first = s.array_task.split("-")[0].split(",")[0].split("%")[0].strip("[]")
+    return (int(first) if first.isdigit() else 1 << 30, s.array_task)
+
+
+def combined_state(states: list[JobState]) -> JobState:
+    """One state for a job that may be an array: the array is active while any task is, COMPLETED only when every
+    task completed, else the state of the first task (in task order) that did not complete. The reason lists the
+    tasks, so `status` shows where a 6-run array is."""
+    if len(states) == 1:
+        return states[0]
+    ordered = sorted(states, key=_task_order)
+    active = [s for s in ordered if not s.terminal]
+    if active:
+        lead = next((s for s in active if s.state == "RUNNING"), active[0])
+    else:
+        lead = next((s for s in ordered if s.state != "COMPLETED"), ordered[0])
+    tasks = ", ".join(f"{s.array_task or '?'} {s.state}" for s in ordered)
+    exit_code = next((s.exit_code for s in ordered if s.state not in ("COMPLETED", "PENDING", "RUNNING")),
+                     lead.exit_code)
+    return JobState(job_id=lead.job_id, name=lead.name, state=lead.state, reason=f"tasks: {tasks}",
+                    exit_code=exit_code, nodes=lead.nodes, array_task=lead.array_task)
+
+
 class SlurmBackend(Protocol):
     def ping(self) -> None:
         """Raise SlurmUnreachable when the controller does not answer."""

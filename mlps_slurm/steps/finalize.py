@@ -19,34 +19,76 @@ from mlps_slurm.report import checkpointing_table
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
 
 
-def _job_states(manifest: dict[str, Any]) -> dict[str, dict[str, str]]:
+def _summarize_tasks(states: list[Any]) -> dict[str, Any]:
+    """An array job: one row per task that has its own record; `rest` is Slurm's record for the tasks that never
+    got one (still pending, or cancelled before they started)."""
+    tasks = sorted((s for s in states if s.array_task.isdigit()), key=lambda s: int(s.array_task))
+    rest = next((s for s in states if not s.array_task.isdigit()), None)
+    rows = [{"task": int(s.array_task), "job_id": s.job_id, "state": s.state, "reason": s.reason,
+             "exit_code": s.exit_code, "nodes": s.nodes} for s in tasks]
+    bad = [r for r in rows if r["state"] != "COMPLETED"]
+    if bad:
+        state, reason = bad[0]["state"], bad[0]["reason"]
+    elif rest is not None:
+        state, reason = rest.state, rest.reason
+    else:
+        state, reason = ("COMPLETED", "") if rows else ("UNKNOWN", "Slurm reports no task")
+    out: dict[str, Any] = {"state": state, "reason": reason, "tasks": rows}
+    if rest is not None:
+        out["rest"] = {"state": rest.state, "reason": rest.reason}
+    return out
+
+
+def job_states(manifest: dict[str, Any], arrays: tuple[str, ...] = ("run",)) -> dict[str, dict[str, Any]]:
+    """Slurm states of the chain's other jobs; the array jobs (`arrays`, by key) with one entry per task."""
     jobs = {key: job["job_id"] for key, job in manifest.get("jobs", {}).items()
             if job.get("job_id") and job["job_id"] != os.environ.get("SLURM_JOB_ID")}
     if not jobs:
         return {}
     try:
-        from mlps_slurm.slurm import SlurmError, get_backend
+        from mlps_slurm.slurm import get_backend
 
         states = get_backend().states(list(jobs.values()))
     except Exception as exc:  # the report matters more than the states; record why they are missing
         return {key: {"job_id": jid, "state": "UNKNOWN", "reason": f"could not query Slurm: {exc}"}
                 for key, jid in jobs.items()}
-    out = {}
+    out: dict[str, dict[str, Any]] = {}
     for key, jid in jobs.items():
-        s = states[jid][0]
-        out[key] = {"job_id": jid, "state": s.state, "reason": s.reason, "exit_code": s.exit_code, "nodes": s.nodes}
+        entries = states.get(jid) or []
+        if key in arrays:
+            out[key] = {"job_id": jid, **_summarize_tasks(entries)}
+        elif entries:
+            s = entries[0]
+            out[key] = {"job_id": jid, "state": s.state, "reason": s.reason, "exit_code": s.exit_code,
+                        "nodes": s.nodes}
     return out
 
 
-def _preflight_reasons(run: RunDirectory, states: dict[str, dict[str, str]]) -> list[str]:
+def job_note(states: dict[str, dict[str, Any]], key: str, task: int | None = None) -> str:
+    """" (job 12 FAILED, NonZeroExitCode)": what Slurm says about a job or one of its array tasks."""
+    job = states.get(key)
+    if not job:
+        return ""
+    if task is not None:
+        row = next((t for t in job.get("tasks", []) if t["task"] == task), None)
+        if row:
+            why = f", {row['reason']}" if row["reason"] not in ("", "None") else ""
+            return f" (array task {job['job_id']}_{task}: {row['state']}{why})"
+        if job.get("rest"):
+            return f" (array task {job['job_id']}_{task}: {job['rest']['state']} before it started)"
+    reason = job.get("reason", "")
+    return f" (job {job['job_id']} {job['state']}{', ' + reason if reason not in ('', 'None') else ''})"
+
+
+def preflight_reasons(run: RunDirectory, states: dict[str, dict[str, Any]]) -> list[str]:
     path = run.preflight / "preflight.json"
     if not path.is_file():
-        state = states.get("preflight", {})
-        if not state:
-            return []
-        return [f"preflight did not report (job {state.get('job_id')} {state.get('state')}); "
-                f"see {run.logs}"]
-    summary = read_json(path)
+        return [f"preflight did not report{job_note(states, 'preflight')}; see {run.logs}"] \
+            if "preflight" in states else []
+    try:
+        summary = read_json(path)
+    except (OSError, ValueError) as exc:
+        return [f"{path}: unreadable ({exc})"]
     if summary.get("ok"):
         return []
     failed = [f"{f['node']} {f['check']}: {f['message']}" for f in summary.get("failures", [])]
@@ -57,8 +99,8 @@ def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
     manifest = run.read_manifest()
     request = manifest["request"]
     plan = manifest.get("plan", {})
-    states = _job_states(manifest)
-    reasons = _preflight_reasons(run, states)
+    states = job_states(manifest)
+    reasons = preflight_reasons(run, states)
     metrics = None
     engine_output = Path(request["engine_output"])
     if engine_output.is_file():
@@ -97,7 +139,7 @@ def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
     }
     atomic_write_json(run.results / "results.json", results)
     # The rules read results.json, so they run after it exists; their verdict is then added to it.
-    results["verdict"], results["rule_findings"] = _verdict(run)
+    results["verdict"], results["rule_findings"] = rules_verdict(run)
     results["official_checker"] = official_checker(run)
     atomic_write_json(run.results / "results.json", results)
     atomic_write_text(run.results / "results.txt", checkpointing_table(results))
@@ -131,7 +173,7 @@ def official_checker(run: RunDirectory, timeout: float = 600) -> dict[str, Any]:
             "output_tail": (proc.stdout + proc.stderr)[-2000:]}
 
 
-def _verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
+def rules_verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
     from mlps_slurm.verify import verify_run, write_run_verdict
 
     verdict = verify_run(run.path)
@@ -139,13 +181,28 @@ def _verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
     return verdict.verdict.value, [f.to_dict() for f in verdict.findings if f.verdict.value != "CLOSED"]
 
 
+def finalize_run(run: RunDirectory) -> tuple[dict[str, Any], str]:
+    """Finalize whichever benchmark the run's manifest names: (results, the readable table)."""
+    benchmark = run.read_manifest().get("benchmark")
+    if benchmark == "training":
+        from mlps_slurm.report import training_table
+        from mlps_slurm.steps.finalize_training import finalize_training
+
+        results = finalize_training(run)
+        return results, training_table(results)
+    if benchmark == "checkpointing":
+        results = finalize_checkpointing(run)
+        return results, checkpointing_table(results)
+    raise SystemExit(f"mlps-slurm finalize: {run.path / 'manifest.json'}: benchmark {benchmark!r} has no finalize "
+                     "step in this version of mlps-slurm")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m mlps_slurm.steps.finalize")
     parser.add_argument("--run-dir", required=True)
     args = parser.parse_args(argv)
-    run = RunDirectory(args.run_dir)
-    results = finalize_checkpointing(run)
-    sys.stdout.write(checkpointing_table(results))
+    results, table = finalize_run(RunDirectory(args.run_dir))
+    sys.stdout.write(table)
     return 0 if results["status"] == "success" else 1
 
 

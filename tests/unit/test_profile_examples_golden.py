@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mlps_slurm.plan import CheckpointingRequest, plan_checkpointing
+from mlps_slurm.plan_training import TrainingRequest, plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 from mlps_slurm.resources import templates_dir
@@ -25,15 +26,18 @@ def fixed_user(monkeypatch):
 @pytest.mark.parametrize("name", EXAMPLES)
 def test_every_template_with_every_example_profile(name):
     profile = load_profile(name)
-    run_id = "checkpointing-20261128-120000-abcdef"
-    run_dir = f"{profile.get('storage.results_dir')}/{run_id}"
-    plan = plan_checkpointing(CheckpointingRequest(model="llama3-8b"), profile, run_id=run_id, run_dir=run_dir,
-                              python=profile.get("environment.python") or "/opt/mlps/venv/bin/python")
-    scripts = render_plan(plan)
-    used = {job.template for job in plan.jobs}
+    python = profile.get("environment.python") or "/opt/mlps/venv/bin/python"
+    used = set()
+    for benchmark, plan_it, request, golden in (
+            ("checkpointing", plan_checkpointing, CheckpointingRequest(model="llama3-8b"), f"profiles/{name}"),
+            ("training", plan_training, TrainingRequest("unet3d", "b200", scale=0.01), f"training/profiles/{name}")):
+        run_id = f"{benchmark}-20261128-120000-abcdef"
+        run_dir = f"{profile.get('storage.results_dir')}/{run_id}"
+        plan = plan_it(request, profile, run_id=run_id, run_dir=run_dir, python=python)
+        used |= {job.template for job in plan.jobs}
+        check_golden(render_plan(plan), golden)
     packaged = {p.name for p in templates_dir().glob("*.sbatch.j2") if not p.name.startswith("_")}
     assert used == packaged, "a packaged template is not covered by the golden files"
-    check_golden(scripts, f"profiles/{name}")
 
 
 def test_pyxis_steps_enter_the_container_and_apptainer_wraps_the_engine():

@@ -1,0 +1,280 @@
+"""Training request + profile + catalog -> Plan: preflight -> datagen -> 6 runs (array, one at a time) -> finalize.
+
+Pure: no I/O. Every decision is made here; templates format, and the in-job steps (mlps_slurm.steps.dlio_launch)
+carry out what the manifest's request says.
+
+The dataset size is settled when the client memory is known: from the profile's nodes.memory_gb (the preflight
+then fails if a node has more memory than that, since the dataset would be too small), or, when the profile does
+not declare it, in the datagen job from the memory the preflight measured on the very nodes of the run.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from mlps_slurm.catalog import training as cat
+from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command,
+                             launcher_argv, preflight_job, preflight_requirements, sbatch_directives)
+from mlps_slurm.profile import SiteProfile
+
+
+@dataclass(frozen=True)
+class TrainingRequest:
+    model: str
+    accelerator: str
+    accelerators_per_node: int | None = None  # None: the profile's nodes.accelerators_per_node
+    nodes: int | None = None  # None: the profile's nodes.count
+    scale: float = 1.0
+    params: tuple[str, ...] = ()  # "key=value" DLIO workload overrides
+    allow_invalid: bool = False
+    reuse_data: bool = False
+    client_memory_gb: float | None = None  # GiB per client node; None: the profile's, else the preflight's
+
+    benchmark: str = field(default="training", init=False)
+
+
+def _workload(request: TrainingRequest, to_run: bool = True) -> cat.TrainingWorkload:
+    try:
+        w = cat.workload(request.model, request.accelerator)
+    except cat.CatalogError as exc:
+        raise PlanError(f"--model/--accelerator: {exc}") from exc
+    if to_run and w.engine_problem:
+        raise PlanError(f"--model {w.model}: {w.engine_problem}; mlps-slurm drives PyPI dlio-benchmark 2.0.0, so "
+                        f"choose another model ({', '.join(m for m in cat.MODELS if m not in ('dlrm', 'flux'))})")
+    return w
+
+
+def _params(request: TrainingRequest) -> list[eng.Param]:
+    try:
+        params = eng.parse_params(request.params, request.model)
+    except eng.ParamError as exc:
+        raise PlanError(str(exc)) from exc
+    bad = [p for p in params if p.division == "INVALID"]
+    if bad and not request.allow_invalid:
+        closed_keys = ", ".join(sorted(cat.CLOSED_PARAMS))
+        open_keys = ", ".join(sorted(cat.OPEN_PARAMS - cat.CLOSED_PARAMS))
+        raise PlanError(f"--param {', '.join(p.key for p in bad)}: allowed in neither division (CLOSED allows "
+                        f"{closed_keys}; OPEN also {open_keys}); remove it, or pass --allow-invalid to run it "
+                        "anyway as an INVALID (not submittable) run")
+    return params
+
+
+def _explicit_int(params: list[eng.Param], key: str, minimum: int) -> int | None:
+    found = next((p for p in params if p.key == key), None)
+    if found is None:
+        return None
+    if isinstance(found.value, bool) or not isinstance(found.value, int) or found.value < minimum:
+        raise PlanError(f"--param {key}={found.text}: expected a whole number >= {minimum}")
+    return found.value
+
+
+def _memory(request: TrainingRequest, profile: SiteProfile) -> tuple[float | None, str]:
+    if request.client_memory_gb:
+        return request.client_memory_gb, "--client-memory-gb"
+    declared = profile.get("nodes.memory_gb")
+    if declared:
+        return float(declared), "the profile's nodes.memory_gb"
+    return None, "the preflight's memory facts (nodes.memory_gb is not set), read in the datagen job"
+
+
+def _layout(request: TrainingRequest, profile: SiteProfile) -> tuple[int, int]:
+    """(nodes, simulated accelerators per node): the same count on every node, as the rules require."""
+    max_nodes = profile.get("nodes.count")
+    nodes = request.nodes or max_nodes
+    if nodes > max_nodes:
+        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
+                        f"{max_nodes}, or raise nodes.count in the profile")
+    per_node = request.accelerators_per_node or profile.get("nodes.accelerators_per_node")
+    if per_node < 1:
+        raise PlanError(f"--accelerators-per-node must be at least 1, got {per_node}")
+    return nodes, per_node
+
+
+def _size(request: TrainingRequest, w: cat.TrainingWorkload, params: list[eng.Param], config: dict[str, Any],
+          accelerators: int, nodes: int, memory: float | None) -> tuple[cat.Datasize, cat.TrainingWorkload]:
+    """The rules' dataset size for this request, and the workload as the --param values make it."""
+    _explicit_int(params, "dataset.num_samples_per_file", 1)
+    _explicit_int(params, "dataset.num_subfolders_train", 0)
+    explicit_files = _explicit_int(params, "dataset.num_files_train", 1)
+    try:
+        w_eff = eng.effective_workload(w, config)  # what the --param values make of the catalog's numbers
+    except ValueError as exc:
+        raise PlanError(f"--param: {exc}") from exc
+    if w_eff.record_length_stdev > w_eff.record_length:
+        # DLIO draws each side of a sample from Normal(sqrt(L), stdev / 2 / sqrt(L)): a spread above the length
+        # asks it for samples many times the mean (gigabytes for a 256 KiB record) and the nodes run out of memory.
+        raise PlanError(f"--param: dataset.record_length_stdev ({w_eff.record_length_stdev:,.0f}) is larger than "
+                        f"dataset.record_length ({w_eff.record_length:,.0f}); when you change the record length, "
+                        "set dataset.record_length_stdev to match (0 for equal sizes)")
+    size = cat.datasize(w, accelerators, nodes, memory, request.scale, explicit_files, w_eff.samples_per_file,
+                        w_eff.record_length)
+    one_step = cat.min_files_for_one_step(w_eff.batch_size, accelerators, w_eff.samples_per_file)
+    if size.num_files < one_step:
+        need = one_step / (size.explicit_files or size.rule_files)
+        unknown = ("" if size.final else " (counted without the memory term: the clients' memory is unknown "
+                   "until the preflight; set nodes.memory_gb to size the dataset now)")
+        raise PlanError(f"--scale {request.scale:g} leaves {size.num_files} file(s), fewer than one batch of "
+                        f"{w_eff.batch_size} for each of the {accelerators} accelerators ({one_step} files){unknown}: "
+                        f"DLIO would run no step; use --scale {min(1.0, math.ceil(need * 1e4) / 1e4):g} or more")
+    if explicit_files is not None and size.memory_samples is not None and explicit_files < size.rule_files \
+            and not request.allow_invalid:
+        raise PlanError(f"--param dataset.num_files_train={explicit_files} is below the {size.rule_files} files "
+                        f"the rules require ({size.explain()}); remove it, or pass --allow-invalid")
+    return size, w_eff
+
+
+def training_datasize(request: TrainingRequest, profile: SiteProfile) -> tuple[cat.Datasize, cat.TrainingWorkload]:
+    """`mlps-slurm datasize training`: the size a submit with the same options would plan (also for workloads
+    this DLIO cannot run: the rules' size does not depend on the engine)."""
+    w = _workload(request, to_run=False)
+    params = _params(request)
+    nodes, per_node = _layout(request, profile)
+    config = eng.base_config(w, params, checkpoint_folder="")
+    memory, _ = _memory(request, profile)
+    return _size(request, w, params, config, nodes * per_node, nodes, memory)
+
+
+def plan_training(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir: str,
+                  python: str) -> Plan:
+    w = _workload(request)
+    if not 0 < request.scale <= 1:
+        raise PlanError(f"--scale must be in (0, 1], got {request.scale}")
+    params = _params(request)
+    nodes, per_node = _layout(request, profile)
+    accelerators = nodes * per_node
+
+    run_dir = run_dir.rstrip("/")
+    raw = f"{run_dir}/raw/training/{w.model}"
+    data_root = profile.get("storage.data_dir").rstrip("/")
+    user_ckpt = next((p.text for p in params if p.key == "checkpoint.checkpoint_folder"), None)
+    # DLIO 2.0.0 creates checkpoint_folder even when it never checkpoints: point it somewhere harmless then.
+    checkpoint_folder = user_ckpt or (f"{profile.get('storage.checkpoint_dir').rstrip('/')}/{run_id}/{w.model}"
+                                      if w.checkpoint else f"{run_dir}/dlio/checkpoints-unused")
+    config = eng.base_config(w, params, checkpoint_folder)
+    problems = eng.engine_problems(config, cat.PARQUET_DLIO)
+    if problems:
+        raise PlanError("--param: " + "; ".join(problems))
+
+    memory, memory_source = _memory(request, profile)
+    size, w_eff = _size(request, w, params, config, accelerators, nodes, memory)
+    user_folder = next((p.text for p in params if p.key == "dataset.data_folder"), None)
+    dataset_dir = user_folder or (f"{data_root}/{w.model}/{eng.dataset_id(config, size.num_files)}"
+                                  if size.final else None)
+    name = eng.config_name(w.model, w.accelerator, run_id)
+    config_dir = f"{run_dir}/dlio/config"
+
+    notes, submittable = _notes(request, w, params, size, memory_source)
+    base = base_context(profile, python, run_id, run_dir)
+    overrides = [p.override() for p in params]
+    shim = [python, "-m", eng.SHIM_MODULE]
+    launch = launcher_argv(profile, accelerators, run_dir)
+    bench_sbatch = [f"--nodes={nodes}", f"--ntasks={accelerators}", f"--ntasks-per-node={per_node}"]
+
+    preflight = preflight_job(profile, run_dir, python, nodes, base)
+    # In the DLIO jobs one failed rank (killed by the OOM killer, say) ends the whole step (srun -K) instead of
+    # leaving the others waiting in a collective until the time limit. Not in the preflight: there every node's
+    # check must finish and report, whatever the others do.
+    engine_env = {**base["env"], "SLURM_KILL_BAD_EXIT": "1"}
+    datagen = JobSpec(
+        key="datagen",
+        template="datagen.sbatch.j2",
+        sbatch=tuple(sbatch_directives(profile, run_dir, "datagen", "datagen", benchmark_job=True) + bench_sbatch),
+        dependencies=(("afterok", ("preflight",)),),
+        pin_to_preflight=True,
+        context={**base, "env": engine_env, "raw_dir": raw,
+                 "prepare": batch_host_command(profile, run_dir, [*shim, "prepare", "--run-dir", run_dir]),
+                 "launch": launch,
+                 "generate": [*shim, "generate", "--run-dir", run_dir, "--config-dir", config_dir,
+                              "--workload-base", name, "--output-dir", f"{raw}/datagen", "--", *overrides]},
+    )
+    run = JobSpec(
+        key="run",
+        template="training-run.sbatch.j2",
+        sbatch=tuple(sbatch_directives(profile, run_dir, "run", "run", benchmark_job=True) + bench_sbatch
+                     + [f"--array=0-{cat.RUNS - 1}%1"]),
+        dependencies=(("afterok", ("datagen",)),),
+        pin_to_preflight=True,
+        context={**base, "env": engine_env, "runs": cat.RUNS, "output_root": f"{raw}/run",
+                 "launch": launch,
+                 "run": [*shim, "run", "--run-dir", run_dir, "--config-dir", config_dir, "--workload-base", name,
+                         "--output-root", f"{raw}/run", "--task", ShellRef("SLURM_ARRAY_TASK_ID"), "--",
+                         *overrides],
+                 # A failed run breaks the 6 consecutive runs the rules need: the runs still pending are moot.
+                 "cancel_pending": ["scancel", "--state=PENDING", ShellRef("SLURM_ARRAY_JOB_ID")]},
+    )
+    finalize = JobSpec(
+        key="finalize",
+        template="finalize.sbatch.j2",
+        sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
+                     + ["--nodes=1", "--ntasks=1"]),
+        # afterany on every job: finalize runs whatever happened and reports a failed preflight or datagen too.
+        dependencies=(("afterany", ("preflight", "datagen", "run")),),
+        context={**base, "finalize": batch_host_command(profile, run_dir, [
+            python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
+    )
+    jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
+                 for j in (preflight, datagen, run, finalize))
+
+    # The preflight checks where the dataset will live (writable from every node, free space, its filesystem).
+    storage = [("data_dir", user_folder or data_root, 0 if request.reuse_data else size.total_bytes)]
+    if w.checkpoint is not None:
+        storage.append(("checkpoint_dir", profile.get("storage.checkpoint_dir"), 2 * w.checkpoint.model_size_bytes))
+    modules = ["dlio_benchmark", "dftracer.logger", "mpi4py", "torch", "hydra", eng.SHIM_MODULE]
+    if eng.needs_tensorflow(config):
+        modules.append("tensorflow")
+    preflight_spec = preflight_requirements(profile, run_dir, python, storage=storage, engine_modules=modules)
+    if memory is not None:
+        preflight_spec["memory_gb_expected"] = memory
+        # The dataset was sized from this memory: a node with more would make it too small (5 x memory rule).
+        preflight_spec["memory_sizes_dataset"] = True
+
+    req = {
+        "benchmark": "training", "model": w.model, "accelerator": w.accelerator,
+        "num_accelerators": accelerators, "accelerators_per_node": per_node, "nodes": nodes,
+        "client_memory_gb": memory, "memory_source": memory_source,
+        "num_files_train": size.num_files, "num_subfolders_train": int(config["dataset"]["num_subfolders_train"]),
+        "params": {p.key: p.text for p in params}, "params_verdict": eng.params_verdict(params),
+        "allow_invalid": request.allow_invalid, "scale": request.scale, "reuse_data": request.reuse_data,
+        "runs": cat.RUNS, "data_dir": user_folder or data_root, "dataset_dir": dataset_dir,
+        "dataset_dir_user": user_folder,
+        "results_dir": run_dir.rsplit("/", 1)[0], "checkpoint_folder": checkpoint_folder,
+        "datasize": size.as_dict(), "dataset_bytes": size.total_bytes, "au_threshold": w.au_threshold,
+        "epochs": int(config["train"]["epochs"]), "batch_size": int(config["reader"]["batch_size"]),
+        "record_length": w_eff.record_length, "samples_per_file": w_eff.samples_per_file,
+        "needs_tensorflow": eng.needs_tensorflow(config),
+        "workload_name": name, "config_dir": config_dir, "workload_config": config,
+        "raw_dir": raw, "engine": "dlio", "engine_tested_version": eng.TESTED_DLIO_VERSION,
+    }
+    return Plan(run_id=run_id, benchmark="training", request=req, jobs=jobs, submittable=submittable,
+                notes=tuple(notes), preflight=preflight_spec)
+
+
+def _notes(request: TrainingRequest, w: cat.TrainingWorkload, params: list[eng.Param], size: cat.Datasize,
+           memory_source: str) -> tuple[list[str], bool]:
+    notes = []
+    submittable = True
+    if request.scale != 1:
+        submittable = False
+        notes.append(f"scaled run (--scale {request.scale:g}): {size.num_files} of the {size.rule_files} files "
+                     "the rules require; not submittable")
+    invalid = [p.key for p in params if p.division == "INVALID"]
+    if invalid:
+        submittable = False
+        notes.append(f"--allow-invalid: {', '.join(invalid)} make the run INVALID; not submittable")
+    open_keys = [p.key for p in params if p.division == "OPEN"]
+    if open_keys:
+        notes.append(f"{', '.join(open_keys)}: OPEN-division overrides; the run can only be submitted as OPEN")
+    if not w.closed:
+        submittable = False
+        notes.append(f"{w.model} on {w.accelerator} is not in the v3.0 CLOSED set (unet3d, retinanet on b200, "
+                     "mi355): what-if only; not submittable")
+    if not size.final:
+        notes.append(f"client memory unknown here: the dataset size is settled from {memory_source}; at least "
+                     f"{size.num_files} files (the accelerator term: {size.explain()})")
+    if request.reuse_data:
+        notes.append("--reuse-data: the datagen job keeps an existing dataset only if its file count and sizes "
+                     "match what this run needs; otherwise it generates it again")
+    return notes, submittable
