@@ -19,6 +19,7 @@ import yaml
 
 from mlps_slurm import __version__
 from mlps_slurm.plan import Plan
+from mlps_slurm.plan_suite import member_key
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.render import render_plan
 from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
@@ -35,9 +36,27 @@ def profile_digest(profile: SiteProfile) -> str:
 
 
 def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict[str, str]) -> dict[str, Any]:
-    """Write scripts, resolved profile and manifest into a (staged) run directory."""
+    """Write scripts, resolved profile and manifest into a (staged) run directory; for a suite, also each
+    workload's run directory (its manifest; its jobs' scripts are the suite's)."""
     for name, text in scripts.items():
         atomic_write_text(run.scripts / name, text, mode=0o755)
+    manifest = _write_manifest(plan, profile, run, list(scripts))
+    script_of = {job.key: name for job, name in zip(plan.jobs, scripts)}
+    for (rel, member), info in zip(plan.members, plan.request.get("members", [])):
+        member_run = RunDirectory(run.path / rel)
+        for sub in ("logs", "raw", "results"):
+            (member_run.path / sub).mkdir(parents=True, exist_ok=True)
+        # The suite's preflight checked the nodes for this run too; the finalize replaces the link with a copy,
+        # so the finished run directory stands alone.
+        (member_run.path / "preflight").symlink_to(Path("..", "..", "preflight"))
+        _write_manifest(member, profile, member_run,
+                        [f"../../scripts/{script_of[member_key(info['name'], job.key)]}" for job in member.jobs],
+                        suite={"run_id": plan.run_id, "path": str(run.final_path)})
+    return manifest
+
+
+def _write_manifest(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: list[str],
+                    suite: dict[str, str] | None = None) -> dict[str, Any]:
     if plan.request.get("lockfile_source"):
         # The run keeps the exact lockfile its nodes were checked against.
         atomic_write_text(run.path / "lockfile.txt", Path(plan.request["lockfile_source"]).read_text())
@@ -63,6 +82,8 @@ def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict
         "preflight": plan.preflight,
         "jobs": {},
     }
+    if suite:
+        manifest["suite"] = suite
     run.write_manifest(manifest)
     return manifest
 
@@ -118,6 +139,7 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
         # themselves, and a later write from here would undo that.
         manifest["state"] = "submitted"
         run.write_manifest(manifest)
+        _record_member_jobs(run, manifest)
         if held:
             backend.release(held)
     except BaseException:
@@ -125,6 +147,20 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
         run.remove()
         raise
     return ids
+
+
+def _record_member_jobs(run: RunDirectory, manifest: dict[str, Any]) -> None:
+    """A suite: each workload's manifest gets the ids of its jobs (the shared preflight and finalize included), so
+    its own status, finalize and rules read them as for a single run."""
+    for member in manifest["request"].get("members", []):
+        member_run = RunDirectory(run.path / member["dir"])
+        m = member_run.read_manifest()
+        for job in m["plan"]["jobs"]:
+            record = manifest["jobs"].get(member_key(member["name"], job["key"]))
+            if record:
+                m["jobs"][job["key"]] = record
+        m["state"] = "submitted"
+        member_run.write_manifest(m)
 
 
 @dataclass(frozen=True)
@@ -172,12 +208,13 @@ def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
 def describe_status(status: ChainStatus) -> str:
     run = status.run
     lines = [f"run {run.run_id}  ({run.path})"]
+    width = max([14, *(len(key) for key, _, _ in status.jobs)])
     for i, (key, jid, s) in enumerate(status.jobs):
         if s is None:
-            lines.append(f"  {i:02d} {key:<14} not submitted")
+            lines.append(f"  {i:02d} {key:<{width}} not submitted")
             continue
         reason = "" if s.reason in ("", "None") else f"  ({s.reason})"
-        lines.append(f"  {i:02d} {key:<14} job {jid:<8} {s.state}{reason}")
+        lines.append(f"  {i:02d} {key:<{width}} job {jid:<8} {s.state}{reason}")
     pre = run.preflight / "preflight.json"
     if pre.is_file():
         summary = read_json(pre)

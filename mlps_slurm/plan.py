@@ -63,6 +63,9 @@ class Plan:
     notes: tuple[str, ...]
     # What the preflight verifies on every node (written to the manifest's "preflight" section).
     preflight: dict[str, Any] = field(default_factory=dict)
+    # `submit all`: the benchmark runs of the suite, as (directory relative to the suite's, the run's own plan).
+    # Their jobs are among `jobs` (keys "<member>.<key>"); each run keeps its own manifest there.
+    members: tuple[tuple[str, "Plan"], ...] = ()
 
     def job(self, key: str) -> JobSpec:
         return next(j for j in self.jobs if j.key == key)

@@ -10,6 +10,7 @@ non-zero when a run the chain planned has no usable result.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,9 +186,19 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[
     return unique, unused, any(_in_submission_tree(r) for r in unique)
 
 
+def _is_suite(top: Path) -> bool:
+    try:
+        return json.loads((top / "manifest.json").read_text()).get("benchmark") == "suite"
+    except (OSError, ValueError, AttributeError):
+        return False  # an unreadable manifest is the run's problem: verify_run reports it
+
+
 def _walk(top: Path, roots: list[Path], unused: list[Unused]) -> int:
-    """Depth-first, without descending into a run directory (its raw/ tree can hold thousands of files)."""
+    """Depth-first, without descending into a run directory (its raw/ tree can hold thousands of files). A suite
+    (`submit all`) is not a run: its workload runs are under its runs/."""
     if (top / "manifest.json").is_file():
+        if _is_suite(top):
+            return _walk(top / "runs", roots, unused) if (top / "runs").is_dir() else 0
         roots.append(top)
         return 1
     found = 0

@@ -70,6 +70,34 @@ def run_training(action: str, profile_ref: str, overrides: list[str], results_di
     return launch(action, "training", plan_it, profile_ref, overrides, results_dir, wait, timeout)
 
 
+def run_suite(action: str, profile_ref: str, overrides: list[str], results_dir: str | None, wait: bool,
+              timeout: float, options: dict[str, Any]) -> int:
+    from mlps_slurm.plan_suite import SuiteRequest, plan_suite
+
+    benchmarks = None
+    if options["benchmarks"] is not None:
+        benchmarks = tuple(b.strip() for b in options["benchmarks"].split(",") if b.strip())
+
+    def check_engines(plan: Any, python: str) -> None:
+        if plan.benchmark == "training":
+            from mlps_slurm.engines.dlio_training import probe_engine
+
+            problems = probe_engine(python, plan.request["needs_tensorflow"])
+            if problems:
+                raise PlanError("; ".join(problems))
+        elif plan.request.get("engine") == "dlio":
+            require_dlio_checkpointing(python)
+
+    def plan_it(profile: Any, run_id: str, run_dir: str, python: str) -> Any:
+        request = SuiteRequest(scale=options["scale"], nodes=options["nodes"], benchmarks=benchmarks,
+                               seconds_between_checkpoints=options["seconds_between_checkpoints"],
+                               allow_invalid=options["allow_invalid"])
+        return plan_suite(request, profile, run_id=run_id, run_dir=run_dir, python=python,
+                          check_engines=check_engines)
+
+    return launch(action, "all", plan_it, profile_ref, overrides, results_dir, wait, timeout)
+
+
 def launch(action: str, benchmark: str, plan_it: Any, profile_ref: str, overrides: list[str],
            results_dir: str | None, wait: bool, timeout: float) -> int:
     """The one path of every benchmark command: profile -> plan -> (test-only | run directory -> submit -> wait).
@@ -151,16 +179,17 @@ def verify_lockfile(path: str) -> int:
 
 
 def _print_prerun_rules(plan: Any) -> None:
-    """The same rules the finalize job applies, on the request before anything runs."""
+    """The same rules the finalize job applies, on the request before anything runs (each workload of a suite)."""
     from mlps_slurm.rules import check_request
     from mlps_slurm.rules.core import combine
 
-    findings = check_request(plan.benchmark, plan.request)
-    verdict = combine(findings)
-    click.echo(f"pre-run rules check: {verdict.value}")
-    for f in findings:
-        if f.verdict.value != "CLOSED":
-            click.echo(f"  {f.verdict.value:<7} {f.rule_id}: {f.message}")
+    for _, p in plan.members or (("", plan),):
+        findings = check_request(p.benchmark, p.request)
+        what = f" ({p.benchmark} {p.request['model']})" if plan.members else ""
+        click.echo(f"pre-run rules check{what}: {combine(findings).value}")
+        for f in findings:
+            if f.verdict.value != "CLOSED":
+                click.echo(f"  {f.verdict.value:<7} {f.rule_id}: {f.message}")
 
 
 def bundle_runs(runs: list[str], org: str | None, system: str | None, output: str | None, allow_invalid: bool,

@@ -133,6 +133,58 @@ submit.add_command(submit_training)
 main.add_command(datasize)
 
 
+def suite_options(f: Any) -> Any:
+    options = [
+        click.option("--benchmarks", default=None, metavar="B[,B...]",
+                     help="Chain only these benchmarks, in this order (default: the profile's suite.benchmarks; "
+                          "the workloads come from suite.<benchmark>.models)."),
+        click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
+                     help="Nodes of every workload (default: the profile's nodes.count)."),
+        click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
+                     help="Shrink every workload for demos and tests; scaled runs are not submittable."),
+        click.option("--seconds-between-checkpoints", type=click.FloatRange(min=0), default=None,
+                     help="Checkpointing: pause between two checkpoints (default: the rules' 5 s)."),
+        click.option("--allow-invalid", is_flag=True,
+                     help="Run INVALID training overrides (the profile's suite.training.params) anyway; such runs "
+                          "are not submittable."),
+        click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where to create the suite directory (default: the profile's storage.results_dir)."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _suite(action: str, profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
+           timeout: float, **request: Any) -> None:
+    from mlps_slurm.cli.commands import run_suite
+
+    sys.exit(run_suite(action, profile_ref, list(overrides), results_dir, wait, timeout, request))
+
+
+@render.command("all")
+@suite_options
+@profile_options
+def render_all(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, **request: Any) -> None:
+    """Render every benchmark the profile enables as one suite; submit nothing."""
+    _suite("render", profile_ref, overrides, results_dir, False, 0, **request)
+
+
+@submit.command("all")
+@suite_options
+@profile_options
+@click.option("--wait", is_flag=True, help="Stay until the suite ends, then print the results.")
+@click.option("--timeout", type=click.FloatRange(min=1), default=86400, show_default=True,
+              help="With --wait: give up waiting after this many seconds (the chain keeps running).")
+@click.option("--test-only", is_flag=True, help="Ask Slurm (sbatch --test-only) when and where each job would "
+                                                "start; queue nothing and keep no run directory.")
+def submit_all(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool, timeout: float,
+               test_only: bool, **request: Any) -> None:
+    """Submit every benchmark the profile enables (suite.benchmarks) as one chain: one preflight, each workload
+    after the previous one, one finalize that verifies them as one submission and bundles it."""
+    _suite("test-only" if test_only else "submit", profile_ref, overrides, results_dir, wait, timeout, **request)
+
+
 @main.command()
 @profile_options
 @click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,

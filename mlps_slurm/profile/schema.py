@@ -37,6 +37,13 @@ JOB_KINDS = ("preflight", "datagen", "run", "finalize")
 _TIME_HELP = "a Slurm time such as 00:10:00, 30 or 1-00:00:00"
 
 
+# The benchmarks and workloads `submit all` can chain (repeated from the catalogs so the schema imports nothing; a
+# unit test checks they match).
+SUITE_BENCHMARKS = ("training", "checkpointing")
+TRAINING_MODELS = ("unet3d", "resnet50", "cosmoflow", "retinanet", "dlrm", "flux")
+CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
+
+
 def _sbatch_name(doc: str, what: str) -> Field:
     return Field("str", None, doc, nullable=True, pattern=SBATCH_TOKEN, pattern_help=what)
 
@@ -127,6 +134,21 @@ SCHEMA: dict[str, Field] = {
     **{f"engines.{b}.path": Field("str", None, f"Where the {b} engine is installed (a venv or checkout), when not "
                                   "in the jobs' Python.", nullable=True)
        for b in ("checkpointing", "training", "kvcache", "vectordb")},
+    # --- `mlps-slurm submit all`: which benchmarks and workloads one submission chains
+    "suite.benchmarks": Field("list[str]", ["training", "checkpointing"], "Benchmarks `mlps-slurm submit all` "
+                              "chains after one preflight, one after another in this order, then one finalize.",
+                              choices=SUITE_BENCHMARKS),
+    "suite.accelerator": Field("str", "b200", "Simulated accelerator of every workload of `submit all`.",
+                               choices=("b200", "mi355", "h100", "a100")),
+    "suite.training.models": Field("list[str]", ["unet3d"], "Training workloads of `submit all` (one chain each: "
+                                   "datagen and 6 runs).", choices=TRAINING_MODELS),
+    "suite.training.params": Field("list[str]", [], "DLIO overrides (KEY=VALUE, as --param) for every training "
+                                   "workload of `submit all`, e.g. reader.read_threads=16; checked against the "
+                                   "CLOSED and OPEN lists like --param.",
+                                   pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=.*$"),
+                                   pattern_help="KEY=VALUE such as reader.read_threads=16"),
+    "suite.checkpointing.models": Field("list[str]", ["llama3-8b"], "Checkpointing workloads of `submit all`.",
+                                        choices=CHECKPOINT_MODELS),
     # --- site templates
     "templates.dir": Field("str", None, "Directory of site templates that override packaged ones by file name "
                            "(searched before /etc/mlps-slurm/templates/).", nullable=True),
@@ -181,6 +203,8 @@ def check_value(key: str, value: Any) -> tuple[Any, str | None]:
                 return value, f"item {i}: must be a single line"
             if f.pattern is not None and not f.pattern.match(str(item)):
                 return value, f"item {i}: expected {f.pattern_help}, got {item!r}"
+            if f.choices and item not in f.choices:
+                return value, f"item {i}: must be one of {', '.join(f.choices)}, got {item!r}"
         value = [str(v) for v in value]
     elif f.kind == "dict[str,str]":
         if not isinstance(value, dict):
@@ -193,7 +217,7 @@ def check_value(key: str, value: Any) -> tuple[Any, str | None]:
             if "\x00" in str(v):
                 return value, f"{k}: a NUL character cannot be exported"
         value = {k: (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in value.items()}
-    if f.choices and value not in f.choices:
+    if f.choices and f.kind != "list[str]" and value not in f.choices:
         return value, f"must be one of {', '.join(f.choices)}, got {value!r}"
     if f.minimum is not None and value < f.minimum:
         return value, f"must be at least {f.minimum:g}, got {value!r}"

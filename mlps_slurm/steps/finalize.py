@@ -193,6 +193,10 @@ def finalize_run(run: RunDirectory) -> tuple[dict[str, Any], str]:
     if benchmark == "checkpointing":
         results = finalize_checkpointing(run)
         return results, checkpointing_table(results)
+    if benchmark == "suite":
+        from mlps_slurm.steps.finalize_suite import finalize_suite
+
+        return finalize_suite(run)
     raise SystemExit(f"mlps-slurm finalize: {run.path / 'manifest.json'}: benchmark {benchmark!r} has no finalize "
                      "step in this version of mlps-slurm")
 

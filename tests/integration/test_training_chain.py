@@ -29,14 +29,6 @@ SCALE = "0.024"
 SMALL_RECORDS = ["--param", "dataset.record_length=262144", "--param", "dataset.record_length_stdev=65536"]
 
 
-def training_cli() -> list[str]:
-    """`mlps-slurm submit training` once registered, else the commands' own module."""
-    probe = subprocess.run([sys.executable, "-m", "mlps_slurm", "submit", "training", "--help"],
-                           capture_output=True, text=True, cwd=ROOT)
-    module = "mlps_slurm" if probe.returncode == 0 else "mlps_slurm.cli.training"
-    return [sys.executable, "-m", module, "submit", "training"]
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
     """Shared by the tests of this module, so the second one can reuse the first one's dataset."""
@@ -52,7 +44,7 @@ def results_dir():
 
 def submit(results: Path, data: Path, *extra: str, timeout: float = 420) -> tuple[subprocess.CompletedProcess, Path]:
     proc = subprocess.run(
-        [*training_cli(), "--model", "unet3d", "--accelerator", "b200", "--accelerators-per-node", "1", "--nodes",
+        [sys.executable, "-m", "mlps_slurm", "submit", "training", "--model", "unet3d", "--accelerator", "b200", "--accelerators-per-node", "1", "--nodes",
          "2", "--scale", SCALE, *SMALL_RECORDS, "--allow-invalid", "--results-dir", str(results),
          "-o", f"storage.data_dir={data}", "--wait", "--timeout", str(timeout), *extra],
         capture_output=True, text=True, timeout=timeout + 60, cwd=ROOT)

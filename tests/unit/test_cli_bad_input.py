@@ -16,8 +16,9 @@ def test_cli_model_choices_match_catalog():
 
 
 @pytest.mark.parametrize("args, expected", [
-    (["submit", "trainingz", "--model", "x"], "unknown benchmark 'trainingz'; valid benchmarks: checkpointing"),
-    (["render", "bogus"], "valid benchmarks: checkpointing"),
+    (["submit", "trainingz", "--model", "x"],
+     "unknown benchmark 'trainingz'; valid benchmarks: all, checkpointing, training"),
+    (["render", "bogus"], "valid benchmarks: all, checkpointing, training"),
     (["submit", "checkpointing", "--model", "llama3-13b"], "'llama3-8b', 'llama3-70b', 'llama3-405b', 'llama3-1t'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--frobnicate"], "No such option '--frobnicate'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--profile", "nosuchsite"],
@@ -26,12 +27,22 @@ def test_cli_model_choices_match_catalog():
     (["submit", "checkpointing", "--model", "llama3-8b", "--scale", "2"], "--scale"),
     (["submit", "checkpointing", "--model", "llama3-405b", "-n", "12"], "must be a multiple of 256"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--engine", "dlio"], "no llama3 checkpoint workloads"),
+    (["submit", "training", "--model", "dlrm", "--accelerator", "b200"], "parquet"),
+    (["submit", "all", "--benchmarks", "training,kvcache"], "--benchmarks kvcache"),
+    (["submit", "all", "-o", "suite.benchmarks=[]"], "suite.benchmarks is empty"),
+    (["submit", "all", "-o", "suite.benchmarks=[vectordb]"],
+     "suite.benchmarks: item 0: must be one of training, checkpointing"),
+    (["submit", "all", "-o", "suite.training.models=[dlrm]"],
+     "training dlrm (profile localhost: suite.training.models)"),
+    (["submit", "all", "-o", "suite.training.params=[reader.batch_size=3]"],
+     "the --param values come from the profile's suite.training.params"),
+    (["submit", "all", "--nodes", "9"], "--nodes 9: the profile allows 4"),
 ])
 def test_bad_input_exits_2_and_writes_nothing(cli, tmp_path, args, expected):
     results = tmp_path / "runs"
     env = {**os.environ, "XDG_CONFIG_HOME": str(tmp_path / "xdg")}
-    proc = cli(*args, "--results-dir", str(results), env=env) if args[0] == "submit" and "--model" in args \
-        else cli(*args, env=env)
+    known = args[0] in ("submit", "render") and args[1] in ("checkpointing", "training", "all")
+    proc = cli(*args, "--results-dir", str(results), env=env) if known else cli(*args, env=env)
     assert proc.returncode == 2, proc.stderr
     assert expected in proc.stderr
     assert not results.exists() or not any(results.iterdir())

@@ -1,0 +1,183 @@
+"""`mlps-slurm submit all`: every benchmark the profile's suite section enables, as one chain. Pure: no I/O.
+
+One preflight checks the nodes for all of them (the union of what each benchmark needs), the benchmarks run one
+after another (never two at once on the same clients: they would measure each other), and one finalize finalizes
+each benchmark run, verifies them together as one submission and bundles it.
+
+Layout of a suite run directory:
+
+    <results_dir>/all-<stamp>/            manifest.json (benchmark "suite"), scripts/ (every job), preflight/,
+                                          logs/ (preflight, finalize), results/, verify.json, submission/
+    <results_dir>/all-<stamp>/runs/<id>/  one complete run directory per workload (manifest.json, raw/, logs/,
+                                          results/, verify.json): `verify`, `bundle` and `status` take it alone
+
+Each workload is planned by its own benchmark's planner with its own run directory, so a suite run is the same
+run a single `submit training` would make; only its preflight and finalize jobs are the suite's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
+from mlps_slurm.plan import (CheckpointingRequest, JobSpec, Plan, PlanError, base_context, batch_host_command,
+                             plan_checkpointing, preflight_job, preflight_requirements, sbatch_directives)
+from mlps_slurm.profile import SiteProfile
+from mlps_slurm.profile.schema import SUITE_BENCHMARKS
+
+SUITE = "suite"
+SHARED_JOBS = ("preflight", "finalize")  # a workload's jobs that the suite runs once for all of them
+
+
+@dataclass(frozen=True)
+class SuiteRequest:
+    scale: float = 1.0
+    nodes: int | None = None  # None: the profile's nodes.count; every workload uses the same nodes
+    benchmarks: tuple[str, ...] | None = None  # None: the profile's suite.benchmarks
+    seconds_between_checkpoints: float | None = None  # None: the rules' default
+    allow_invalid: bool = False  # run INVALID training overrides (suite.training.params) anyway
+
+
+def member_key(member: str, key: str) -> str:
+    """The suite's key of a workload's job: "training-unet3d.run"; its shared jobs keep the suite's key."""
+    return key if key in SHARED_JOBS else f"{member}.{key}"
+
+
+def _workloads(request: SuiteRequest, profile: SiteProfile) -> list[tuple[str, str]]:
+    benchmarks = request.benchmarks if request.benchmarks is not None else tuple(profile.get("suite.benchmarks"))
+    allowed = SUITE_BENCHMARKS
+    unknown = [b for b in benchmarks if b not in allowed]
+    if unknown:
+        raise PlanError(f"--benchmarks {','.join(unknown)}: `submit all` chains {', '.join(allowed)}")
+    out = []
+    for benchmark in benchmarks:
+        models = list(profile.get(f"suite.{benchmark}.models"))
+        if not models:
+            raise PlanError(f"profile {profile.name}: suite.{benchmark}.models is empty while suite.benchmarks "
+                            f"lists {benchmark}; list a model there or remove {benchmark} from suite.benchmarks")
+        out += [(benchmark, m) for m in dict.fromkeys(models)]
+    if not out:
+        raise PlanError(f"profile {profile.name}: suite.benchmarks is empty: nothing to submit; list the benchmarks "
+                        "`submit all` should chain (e.g. suite.benchmarks: [training, checkpointing])")
+    return out
+
+
+def _member_plan(benchmark: str, model: str, request: SuiteRequest, profile: SiteProfile, nodes: int, run_id: str,
+                 run_dir: str, python: str) -> Plan:
+    accelerator = profile.get("suite.accelerator")
+    if benchmark == "training":
+        from mlps_slurm.plan_training import TrainingRequest, plan_training
+
+        params = tuple(profile.get("suite.training.params"))
+        try:
+            return plan_training(TrainingRequest(model=model, accelerator=accelerator, nodes=nodes,
+                                                 scale=request.scale, params=params,
+                                                 allow_invalid=request.allow_invalid),
+                                 profile, run_id=run_id, run_dir=run_dir, python=python)
+        except PlanError as exc:
+            if params and "--param" in str(exc):
+                raise PlanError(f"{exc} (the --param values come from the profile's suite.training.params; "
+                                "--allow-invalid applies to `submit all` too)") from exc
+            raise
+    options: dict[str, Any] = {}
+    if request.seconds_between_checkpoints is not None:
+        options["seconds_between_checkpoints"] = request.seconds_between_checkpoints
+    return plan_checkpointing(CheckpointingRequest(model=model, nodes=nodes, scale=request.scale,
+                                                   accelerator=accelerator,
+                                                   engine=profile.get("engines.checkpointing.engine"), **options),
+                              profile, run_id=run_id, run_dir=run_dir, python=python)
+
+
+def merge_preflight(suite: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
+    """What every node must provide for all the workloads: the union of their needs. Space on one directory adds
+    up (two datasets stay side by side); the results directory is the suite's."""
+    merged = dict(suite)
+    modules = list(suite["python_modules"])
+    executables = list(suite["executables"])
+    storage: dict[tuple[str, str], dict[str, Any]] = {}
+    separate: list[list[str]] = []
+    for spec in members:
+        modules += spec["python_modules"]
+        executables += spec["executables"]
+        for d in spec["storage"]:
+            if d["id"] == "results_dir":
+                continue
+            slot = storage.setdefault((d["id"], d["path"]), {**d, "required_free_bytes": 0})
+            slot["required_free_bytes"] += d["required_free_bytes"]
+        separate += [pair for pair in spec["separate_filesystems"] if pair not in separate]
+        if spec.get("memory_gb_expected") is not None:
+            merged["memory_gb_expected"] = max(spec["memory_gb_expected"], merged.get("memory_gb_expected") or 0)
+        if spec.get("memory_sizes_dataset"):
+            merged["memory_sizes_dataset"] = True
+        merged["lockfile"] = merged.get("lockfile") or spec.get("lockfile")
+    merged["python_modules"] = list(dict.fromkeys(modules))
+    merged["executables"] = list(dict.fromkeys(executables))
+    merged["storage"] = list(storage.values()) + [d for d in suite["storage"] if d["id"] == "results_dir"]
+    merged["separate_filesystems"] = separate
+    return merged
+
+
+def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_dir: str, python: str,
+               check_engines: Callable[[Plan, str], None] | None = None) -> Plan:
+    """`check_engines(member_plan, python)` raises PlanError when a workload's engine cannot run here."""
+    if not 0 < request.scale <= 1:
+        raise PlanError(f"--scale must be in (0, 1], got {request.scale}")
+    max_nodes = profile.get("nodes.count")
+    nodes = request.nodes or max_nodes
+    if nodes > max_nodes:
+        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
+                        f"{max_nodes}, or raise nodes.count in the profile")
+    run_dir = run_dir.rstrip("/")
+    stamp = run_id.split("-", 1)[1] if "-" in run_id else run_id
+
+    members: list[tuple[str, Plan]] = []
+    jobs: list[JobSpec] = []
+    notes: list[str] = []
+    previous_last: str | None = None
+    for benchmark, model in _workloads(request, profile):
+        name = f"{benchmark}-{model}"
+        member_id = f"{name}-{stamp}"
+        rel = f"runs/{member_id}"
+        try:
+            plan = _member_plan(benchmark, model, request, profile, nodes, member_id, f"{run_dir}/{rel}", python)
+            if check_engines:
+                check_engines(plan, python)
+        except PlanError as exc:
+            raise PlanError(f"{benchmark} {model} (profile {profile.name}: suite.{benchmark}.models): {exc}") from exc
+        members.append((rel, plan))
+        notes += [f"{name}: {n}" for n in plan.notes]
+        own = [j for j in plan.jobs if j.key not in SHARED_JOBS]
+        for i, job in enumerate(own):
+            deps = tuple((kind, tuple(member_key(name, k) for k in keys if k != "finalize"))
+                         for kind, keys in job.dependencies)
+            if i == 0 and previous_last:
+                # One workload at a time: the next starts when the previous one ended, however it ended.
+                deps += (("afterany", (previous_last,)),)
+            jobs.append(replace(job, key=member_key(name, job.key), dependencies=deps))
+        previous_last = member_key(name, own[-1].key)
+
+    base = base_context(profile, python, run_id, run_dir)
+    preflight = replace(preflight_job(profile, run_dir, python, nodes, base),
+                        sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
+    finalize = JobSpec(
+        key="finalize",
+        template="finalize.sbatch.j2",
+        sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
+                     + ["--nodes=1", "--ntasks=1"]),
+        # afterany on every job: the finalize reports whatever happened, a failed preflight included.
+        dependencies=(("afterany", ("preflight", *(j.key for j in jobs))),),
+        context={**base, "finalize": batch_host_command(profile, run_dir, [
+            python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
+        sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")),
+    )
+    suite_needs = preflight_requirements(profile, run_dir, python, storage=[], engine_modules=[])
+    req = {
+        "benchmark": SUITE, "nodes": nodes, "scale": request.scale,
+        "members": [{"name": f"{p.benchmark}-{p.request['model']}", "benchmark": p.benchmark,
+                     "model": p.request["model"], "run_id": p.run_id, "dir": rel} for rel, p in members],
+        "submission": {"organization": profile.get("submission.organization"),
+                       "system": profile.get("submission.system")},
+    }
+    return Plan(run_id=run_id, benchmark=SUITE, request=req, jobs=(preflight, *jobs, finalize),
+                submittable=all(p.submittable for _, p in members), notes=tuple(notes),
+                preflight=merge_preflight(suite_needs, [p.preflight for _, p in members]), members=tuple(members))
