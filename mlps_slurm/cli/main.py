@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any, NoReturn
 
 import click
 
+from mlps_slurm.cli.options import apply, profile_options, results_dir_option, submit_options
 from mlps_slurm.cli.training import datasize, render_training, submit_training
 
 # Kept here (not imported from the catalog) so `--help` does not import the work; a unit test checks that they
@@ -30,14 +30,6 @@ class BenchmarkGroup(click.Group):
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"mlps-slurm: error: {message}", err=True)
     sys.exit(code)
-
-
-def profile_options(f: Any) -> Any:
-    f = click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override one profile value, e.g. -o nodes.count=2 (repeatable).")(f)
-    f = click.option("--profile", "profile_ref", default="localhost", show_default=True, metavar="NAME|PATH",
-                     help="Site profile by name (see `mlps-slurm profiles list`) or path to a YAML file.")(f)
-    return f
 
 
 def checkpointing_options(f: Any) -> Any:
@@ -67,12 +59,8 @@ def checkpointing_options(f: Any) -> Any:
                      help="Lockfile (mlps-slurm lockfile generate) that every node's packages must match."),
         click.option("--skip-preflight", is_flag=True, help="Run without validating the nodes first; the run is "
                                                             "recorded as unvalidated (not submittable)."),
-        click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-                     help="Where to create the run directory (default: the profile's storage.results_dir)."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return results_dir_option(apply(options, f))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -116,11 +104,7 @@ def render_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_d
 @submit.command("checkpointing")
 @checkpointing_options
 @profile_options
-@click.option("--wait", is_flag=True, help="Stay until the chain ends, then print the results.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
-              help="With --wait: give up waiting after this many seconds (the chain keeps running).")
-@click.option("--test-only", is_flag=True, help="Ask Slurm (sbatch --test-only) when and where each job would "
-                                                "start; queue nothing and keep no run directory.")
+@submit_options(default_timeout=3600)
 def submit_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
                          timeout: float, test_only: bool, **request: Any) -> None:
     """Submit the checkpointing chain: preflight, the checkpoint engine under srun, finalize."""
@@ -147,12 +131,8 @@ def suite_options(f: Any) -> Any:
         click.option("--allow-invalid", is_flag=True,
                      help="Run INVALID training overrides (the profile's suite.training.params) anyway; such runs "
                           "are not submittable."),
-        click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-                     help="Where to create the suite directory (default: the profile's storage.results_dir)."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return results_dir_option(apply(options, f))
 
 
 def _suite(action: str, profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
@@ -173,11 +153,7 @@ def render_all(profile_ref: str, overrides: tuple[str, ...], results_dir: str | 
 @submit.command("all")
 @suite_options
 @profile_options
-@click.option("--wait", is_flag=True, help="Stay until the suite ends, then print the results.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=86400, show_default=True,
-              help="With --wait: give up waiting after this many seconds (the chain keeps running).")
-@click.option("--test-only", is_flag=True, help="Ask Slurm (sbatch --test-only) when and where each job would "
-                                                "start; queue nothing and keep no run directory.")
+@submit_options(default_timeout=86400)
 def submit_all(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool, timeout: float,
                test_only: bool, **request: Any) -> None:
     """Submit every benchmark the profile enables (suite.benchmarks) as one chain: one preflight, each workload

@@ -12,6 +12,8 @@ from typing import Any
 
 import click
 
+from mlps_slurm.cli.options import apply, profile_options, results_dir_option, submit_options
+
 # Repeated from mlps_slurm.catalog.training so --help does not import it; a unit test checks that they match.
 MODELS = ("unet3d", "resnet50", "cosmoflow", "retinanet", "dlrm", "flux")
 ACCELERATORS = ("a100", "h100", "b200", "mi355")
@@ -33,19 +35,7 @@ def _common(f: Any) -> Any:
         click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
                      help="Client nodes (default: the profile's nodes.count)."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _profile(f: Any) -> Any:
-    f = click.option("--results-dir", type=click.Path(file_okay=False), default=None,
-                     help="Where to create the run directory (default: the profile's storage.results_dir).")(f)
-    f = click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                     help="Override one profile value, e.g. -o nodes.memory_gb=512 (repeatable).")(f)
-    f = click.option("--profile", "profile_ref", default="localhost", show_default=True, metavar="NAME|PATH",
-                     help="Site profile by name or path.")(f)
-    return f
+    return apply(options, f)
 
 
 def _request_options(f: Any) -> Any:
@@ -61,15 +51,14 @@ def _request_options(f: Any) -> Any:
         click.option("--reuse-data", is_flag=True,
                      help="Keep an existing dataset when its file count and sizes match; otherwise generate it."),
     ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+    return apply(options, f)
 
 
 @click.command("training")
 @_common
 @_request_options
-@_profile
+@profile_options
+@results_dir_option
 def render_training(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, **options: Any) -> None:
     """Render the training chain (preflight, datagen, 6 runs, finalize); submit nothing."""
     sys.exit(run_training("render", profile_ref, list(overrides), results_dir, False, 0, options))
@@ -78,12 +67,9 @@ def render_training(profile_ref: str, overrides: tuple[str, ...], results_dir: s
 @click.command("training")
 @_common
 @_request_options
-@_profile
-@click.option("--wait", is_flag=True, help="Stay until the chain ends, then print the results.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=86400, show_default=True,
-              help="With --wait: give up waiting after this many seconds (the chain keeps running).")
-@click.option("--test-only", is_flag=True, help="Ask Slurm (sbatch --test-only) when and where each job would "
-                                                "start; queue nothing and keep no run directory.")
+@profile_options
+@results_dir_option
+@submit_options(default_timeout=86400)
 def submit_training(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
                     timeout: float, test_only: bool, **options: Any) -> None:
     """Submit the training chain: preflight, datagen (DLIO under srun), 1 warm-up + 5 scored runs one after

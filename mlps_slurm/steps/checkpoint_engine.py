@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mlps_slurm import __version__
 from mlps_slurm.rundir import atomic_write_text
+from mlps_slurm.steps.pagecache import evict
 from mlps_slurm.catalog.checkpointing import (
     DEFAULT_NUM_CHECKPOINTS_READ,
     DEFAULT_NUM_CHECKPOINTS_WRITE,
@@ -288,18 +289,9 @@ def fsync_dir(path: Path) -> None:
 
 def drop_cache(paths: list[Path]) -> str | None:
     """Evict these (fsynced, hence clean) files from this node's page cache, so reads come from storage.
-    Works without root, unlike /proc/sys/vm/drop_caches. Returns the first error, or None."""
-    error = None
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            error = error or f"{path}: {exc.strerror or exc}"
-    return error
+    Returns the first error, or None."""
+    errors = evict(paths)
+    return errors[0] if errors else None
 
 
 # --- the protocol -----------------------------------------------------------------------------------------------

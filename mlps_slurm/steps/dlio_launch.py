@@ -38,6 +38,7 @@ from mlps_slurm.catalog import training as cat
 from mlps_slurm.engines import dlio_training as eng
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
 from mlps_slurm.rules.facts import client_memory
+from mlps_slurm.steps.pagecache import evict
 
 GIB = 1 << 30
 TF_PROFILER = "dlio_benchmark.profiler.tf_profiler"
@@ -255,16 +256,7 @@ def drop_dataset_cache(paths: list[str]) -> dict[str, Any]:
     probe = sample(paths)
     before = mean_resident(probe)
     os.sync()  # DONTNEED leaves dirty pages; the first run follows datagen's writes
-    failed = 0
-    for path in paths:
-        try:
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            finally:
-                os.close(fd)
-        except OSError:
-            failed += 1
+    failed = len(evict(paths))
     after = mean_resident(probe)
     method = "posix_fadvise"
     if after and os.access("/proc/sys/vm/drop_caches", os.W_OK):

@@ -12,7 +12,7 @@ import datetime as dt
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from mlps_slurm.engines.checkpoint import EngineOutputError, load_results
 from mlps_slurm.report import checkpointing_table
@@ -98,7 +98,6 @@ def preflight_reasons(run: RunDirectory, states: dict[str, dict[str, Any]]) -> l
 def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
     manifest = run.read_manifest()
     request = manifest["request"]
-    plan = manifest.get("plan", {})
     states = job_states(manifest)
     reasons = preflight_reasons(run, states)
     metrics = None
@@ -121,20 +120,28 @@ def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
             count = metrics.get(phase, {}).get("count", 0)
             if count != request[key]:
                 reasons.append(f"{count} {phase} checkpoints recorded, {request[key]} planned")
+    return write_results(run, manifest, reasons, states, checkpointing_table,
+                         num_processes=request["num_processes"], metrics=metrics)
+
+
+def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str], states: dict[str, Any],
+                  table: Callable[[dict[str, Any]], str], **fields: Any) -> dict[str, Any]:
+    """results.json (what every benchmark reports, then its own `fields`), then the rules' verdict and the official
+    checker's beside it, then the readable table."""
+    request = manifest["request"]
     results = {
         "schema": "mlps-slurm/results/1",
         "run_id": manifest["run_id"],
-        "benchmark": "checkpointing",
+        "benchmark": manifest["benchmark"],
         "model": request["model"],
-        "num_processes": request["num_processes"],
         "nodes": request["nodes"],
         "scale": request["scale"],
         "status": "failed" if reasons else "success",
         "reasons": reasons,
-        "submittable": bool(plan.get("submittable")) and not reasons,
-        "notes": plan.get("notes", []),
+        "submittable": bool(manifest.get("plan", {}).get("submittable")) and not reasons,
+        "notes": manifest.get("plan", {}).get("notes", []),
         "jobs": states,
-        "metrics": metrics,
+        **fields,
         "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
     atomic_write_json(run.results / "results.json", results)
@@ -142,7 +149,7 @@ def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
     results["verdict"], results["rule_findings"] = rules_verdict(run)
     results["official_checker"] = official_checker(run)
     atomic_write_json(run.results / "results.json", results)
-    atomic_write_text(run.results / "results.txt", checkpointing_table(results))
+    atomic_write_text(run.results / "results.txt", table(results))
     return results
 
 

@@ -19,10 +19,9 @@ from mlps_slurm.catalog import training as cat
 from mlps_slurm.engines import dlio_training as eng
 from mlps_slurm.rules.facts import client_memory, node_facts
 from mlps_slurm.report import training_table
-from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
-from mlps_slurm.steps.finalize import job_note, job_states, official_checker, preflight_reasons, rules_verdict
+from mlps_slurm.rundir import RunDirectory, read_json
+from mlps_slurm.steps.finalize import job_note, job_states, preflight_reasons, write_results
 
-SCHEMA = "mlps-slurm/results/1"
 GIB = 1 << 30
 
 
@@ -184,7 +183,6 @@ def scored_summary(runs: list[dict[str, Any]], threshold: float) -> dict[str, An
 def finalize_training(run: RunDirectory) -> dict[str, Any]:
     manifest = run.read_manifest()
     request = manifest["request"]
-    plan = manifest.get("plan", {})
     states = job_states(manifest)
     raw = run.raw / "training" / request["model"]
     reasons = preflight_reasons(run, states)
@@ -199,36 +197,17 @@ def finalize_training(run: RunDirectory) -> dict[str, Any]:
     except (OSError, ValueError):
         preflight = None
     threshold = 100 * float(request["au_threshold"])
-    results = {
-        "schema": SCHEMA,
-        "run_id": manifest["run_id"],
-        "benchmark": "training",
-        "model": request["model"],
-        "accelerator": request["accelerator"],
-        "num_accelerators": request["num_accelerators"],
-        "nodes": request["nodes"],
-        "scale": request["scale"],
-        "status": "failed" if reasons else "success",
-        "reasons": reasons,
-        "submittable": bool(plan.get("submittable")) and not reasons,
-        "notes": plan.get("notes", []),
-        "jobs": states,
-        "dataset": None if datagen is None else {
+    return write_results(
+        run, manifest, reasons, states, training_table,
+        accelerator=request["accelerator"],
+        num_accelerators=request["num_accelerators"],
+        dataset=None if datagen is None else {
             k: datagen.get(k) for k in ("dataset_dir", "num_files", "num_subfolders", "bytes", "mean_file_bytes",
                                         "min_file_bytes", "max_file_bytes", "expected_files",
                                         "expected_file_bytes_range", "reused", "reuse_decision", "seconds",
                                         "write_bytes")},
-        "datasize": request.get("datasize"),
-        "runs": runs,
-        "summary": scored_summary(runs, threshold),
-        "consecutive": consecutive(runs),
-        "caching": caching(request, datagen, preflight, runs) if datagen else None,
-        "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
-    atomic_write_json(run.results / "results.json", results)
-    # The rules read results.json, so they run after it exists; their verdict is then added to it.
-    results["verdict"], results["rule_findings"] = rules_verdict(run)
-    results["official_checker"] = official_checker(run)
-    atomic_write_json(run.results / "results.json", results)
-    atomic_write_text(run.results / "results.txt", training_table(results))
-    return results
+        datasize=request.get("datasize"),
+        runs=runs,
+        summary=scored_summary(runs, threshold),
+        consecutive=consecutive(runs),
+        caching=caching(request, datagen, preflight, runs) if datagen else None)

@@ -4,9 +4,7 @@ scripts for the localhost profile (golden files)."""
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
-import pytest
 
 from mlps_slurm.plan_training import TrainingRequest, plan_training
 from mlps_slurm.profile import load_profile
