@@ -38,6 +38,7 @@ from mlps_slurm.catalog import training as cat
 from mlps_slurm.engines import dlio_training as eng
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
 from mlps_slurm.rules.facts import client_memory
+from mlps_slurm.steps.dataset_lease import DatasetLock, active_users, take_lease
 from mlps_slurm.steps.pagecache import evict
 
 GIB = 1 << 30
@@ -493,11 +494,16 @@ def cmd_generate(args: argparse.Namespace) -> int:
     name, config = guarded(mpi, out, "reading the workload file", lambda: load_phase_config(args, "datagen"))
     folder = Path(config["dataset"]["data_folder"])
     started, t0 = now(), time.monotonic()
+    lock = DatasetLock(folder)
+    if mpi.rank == 0:  # the other ranks wait for rank 0 in the first collective
+        guarded(mpi, out, "locking the dataset directory", lambda: lock.acquire(on_wait=lambda: print(
+            f"mlps-slurm: another chain is generating {folder}; waiting for it", flush=True)))
     reuse, why = guarded(mpi, out, "checking the existing dataset", lambda: _reusable(mpi, config, request))
     meter = IoMeter()
     meter.start()
     if not reuse:
         if mpi.rank == 0:
+            guarded(mpi, out, "checking who else uses the dataset", lambda: _refuse_if_shared(folder, run))
             guarded(mpi, out, "clearing the dataset directory", lambda: clear_dataset_dir(folder))
             if request.get("reuse_data"):  # prepare skipped the space check, counting on the old dataset
                 guarded(mpi, out, "checking free space",
@@ -532,11 +538,24 @@ def cmd_generate(args: argparse.Namespace) -> int:
         else:
             atomic_write_json(folder / eng.DATASET_MARKER, {"shape": dataset_shape(config), "run_id": run.run_id,
                                                             "verified": report["ended"], "bytes": report["bytes"]})
+            jobs = [os.environ.get("SLURM_JOB_ID", ""), manifest.get("jobs", {}).get("run", {}).get("job_id", "")]
+            take_lease(folder, run.run_id, str(run.path), [j for j in jobs if j])
             print(f"mlps-slurm: dataset {'reused' if reuse else 'generated'}: {report['num_files']} files, "
                   f"{report['bytes'] / 1e9:.3f} GB in {report['seconds']:.1f} s ({why})", flush=True)
+        lock.release()
     code = mpi.comm.bcast(code, root=0)
     mpi.finalize()
     return code
+
+
+def _refuse_if_shared(folder: Path, run: RunDirectory) -> None:
+    """Regenerating would pull the files from under another chain's runs: refuse while one is queued or running."""
+    from mlps_slurm.slurm import get_backend
+
+    busy = active_users(folder, run.run_id, get_backend().states)
+    if busy:
+        raise StepError(f"{folder} is in use by another chain: {'; '.join(busy)}; submit with --reuse-data to "
+                        "share the dataset (it is reused when its files match), or when that chain has ended")
 
 
 # --- run -------------------------------------------------------------------------------------------------------------

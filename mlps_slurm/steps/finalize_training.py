@@ -20,6 +20,7 @@ from mlps_slurm.engines import dlio_training as eng
 from mlps_slurm.rules.facts import client_memory, node_facts
 from mlps_slurm.report import training_table
 from mlps_slurm.rundir import RunDirectory, read_json
+from mlps_slurm.steps.dataset_lease import drop_lease
 from mlps_slurm.steps.finalize import job_note, job_states, preflight_reasons, write_results
 
 GIB = 1 << 30
@@ -197,6 +198,11 @@ def finalize_training(run: RunDirectory) -> dict[str, Any]:
     except (OSError, ValueError):
         preflight = None
     threshold = 100 * float(request["au_threshold"])
+    if request.get("dataset_dir"):  # this chain no longer reads the dataset: another may regenerate it
+        try:
+            drop_lease(request["dataset_dir"], manifest["run_id"])
+        except OSError as exc:
+            reasons.append(f"could not remove this chain's dataset lease: {exc}")
     return write_results(
         run, manifest, reasons, states, training_table,
         accelerator=request["accelerator"],
