@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -42,15 +43,16 @@ def results_dir():
     shutil.rmtree(path, ignore_errors=True)
 
 
-def submit(results: Path, data: Path, *extra: str, timeout: float = 420) -> tuple[subprocess.CompletedProcess, Path]:
+def submit(results: Path, data: Path, *extra: str, timeout: float = 420, scale: str = SCALE,
+           wait: bool = True) -> tuple[subprocess.CompletedProcess, Path]:
     proc = subprocess.run(
-        [sys.executable, "-m", "mlps_slurm", "submit", "training", "--model", "unet3d", "--accelerator", "b200", "--accelerators-per-node", "1", "--nodes",
-         "2", "--scale", SCALE, *SMALL_RECORDS, "--allow-invalid", "--results-dir", str(results),
-         "-o", f"storage.data_dir={data}", "--wait", "--timeout", str(timeout), *extra],
+        [sys.executable, "-m", "mlps_slurm", "submit", "training", "--model", "unet3d", "--accelerator", "b200",
+         "--accelerators-per-node", "1", "--nodes", "2", "--scale", scale, *SMALL_RECORDS, "--allow-invalid",
+         "--results-dir", str(results), "-o", f"storage.data_dir={data}",
+         *(["--wait", "--timeout", str(timeout)] if wait else []), *extra],
         capture_output=True, text=True, timeout=timeout + 60, cwd=ROOT)
-    runs = [p for p in results.iterdir() if not p.name.startswith(".")]
-    assert len(runs) == 1, (proc.stdout, proc.stderr)
-    return proc, runs[0]
+    runs = sorted(p for p in results.iterdir() if not p.name.startswith("."))
+    return proc, runs[-1]
 
 
 def job_records(job_id: str) -> list[dict[str, str]]:
@@ -146,3 +148,38 @@ def test_engine_crash_fails_the_run_job_and_the_report_says_why(results_dir, dat
     assert "spwan" in proc.stdout
     reuse = manifest["request"]["dataset_reuse"]
     assert reuse["requested"] and reuse["verified"]  # reused when the first test left the same dataset
+
+
+def test_a_second_chain_never_regenerates_a_dataset_the_first_is_reading(tmp_path):
+    """Chain A generates and runs; chain B (same workload and size, no --reuse-data) is submitted once A's dataset
+    is ready: its datagen refuses to regenerate while A's runs are queued or running. A is untouched. (That a
+    second datagen waits for a first one's lock is tested in tests/unit/test_dataset_lease.py.)"""
+    data = tmp_path / "data"
+    results_a = Path(tempfile.mkdtemp(prefix="mlps-training-a-", dir="/dev/shm"))
+    results_b = Path(tempfile.mkdtemp(prefix="mlps-training-b-", dir="/dev/shm"))
+    try:
+        proc_a, run_a = submit(results_a, data, scale="0.004", wait=False)
+        assert proc_a.returncode == 0, proc_a.stdout + proc_a.stderr
+        generated = run_a / "raw" / "training" / "unet3d" / "datagen" / "datagen.json"
+        deadline = time.monotonic() + 120
+        while not generated.is_file() and time.monotonic() < deadline:  # A's runs now read the dataset
+            time.sleep(0.5)
+        assert generated.is_file()
+        proc_b, run_b = submit(results_b, data, scale="0.004", timeout=300)
+        assert proc_b.returncode == 1, proc_b.stdout + proc_b.stderr
+        waited = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run_a), "--wait", "--timeout",
+                                 "300"], capture_output=True, text=True, timeout=360, cwd=ROOT)
+        assert waited.returncode == 0, waited.stdout + waited.stderr
+
+        b = json.loads((run_b / "results" / "results.json").read_text())
+        assert b["status"] == "failed"
+        assert any("is in use by another chain" in r and run_a.name in r for r in b["reasons"]), b["reasons"]
+        a = json.loads((run_a / "results" / "results.json").read_text())
+        assert a["status"] == "success" and a["summary"]["scored_runs"] == 5, a["reasons"]
+        dataset = Path(a["dataset"]["dataset_dir"])
+        assert a["dataset"]["num_files"] == len(list((dataset / "train").glob("*.npz"))) == 28
+        # Both chains have ended: no lease is left behind.
+        assert not any(Path(f"{dataset}.users").glob("*.json"))
+    finally:
+        shutil.rmtree(results_a, ignore_errors=True)
+        shutil.rmtree(results_b, ignore_errors=True)
