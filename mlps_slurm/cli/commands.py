@@ -264,6 +264,7 @@ def _test_only(plan: Any, profile: Any, backend: Any) -> int:
 
     scripts = render_plan(plan, site_template_dirs(profile))
     code = 0
+    width = max(14, *(len(job.key) for job in plan.jobs))
     with tempfile.TemporaryDirectory(prefix="mlps-test-only-") as tmp:
         for (name, text), job in zip(scripts.items(), plan.jobs):
             path = Path(tmp) / name
@@ -272,7 +273,7 @@ def _test_only(plan: Any, profile: Any, backend: Any) -> int:
                 answer = backend.submit(path, [], list(job.sbatch_args), test_only=True)
             except SlurmError as exc:
                 answer, code = f"REFUSED: {exc}", EXIT_FAILED
-            click.echo(f"{job.key:<14} {answer}")
+            click.echo(f"{job.key:<{width}} {answer}")
     click.echo("nothing was queued" + ("" if code == 0 else "; fix the refused job(s) above"))
     return code
 

@@ -70,6 +70,9 @@ class TrainingPlan:
     batch_size: int | None = None
     record_length: float | None = None
     samples_per_file: int | None = None
+    # Before submission, with no memory declared: the datagen job sizes the dataset by this very rule from the
+    # memory the preflight measures, so the pre-run check cannot (and need not) judge the size yet.
+    sized_in_job: bool = False
 
     def workload(self) -> Workload | None:
         return WORKLOADS.get((self.model, self.accelerator))
@@ -171,7 +174,8 @@ def plan_from_request(request: Mapping[str, Any], params: Mapping[str, Any] | No
         client_memory_gb=client_memory_gb if client_memory_gb else (float(declared) if declared else None),
         num_files_train=int(request["num_files_train"]),
         num_subfolders_train=int(request.get("num_subfolders_train", 0)),
-        params={**dict(request.get("params") or {}), **dict(params or {})}, scale=float(request.get("scale", 1.0)))
+        params={**dict(request.get("params") or {}), **dict(params or {})}, scale=float(request.get("scale", 1.0)),
+        sized_in_job=not declared and (request.get("datasize") or {}).get("final") is False)
 
 
 def params_from_overrides(overrides: list[Any]) -> dict[str, str]:
@@ -245,6 +249,10 @@ def check_workload(subject: Subject) -> Finding:
 def check_dataset_size(subject: Subject) -> Finding:
     p = _plan(subject)
     memory, source = _memory(subject)
+    if memory is None and p.sized_in_job and isinstance(subject, TrainingPlan):
+        return closed("train.dataset_size", f"at least {p.num_files_train} files now; the datagen job settles the "
+                                            "size by this rule from the clients' memory the preflight measures",
+                      ">= max(steps term, memory term)", p.num_files_train)
     if memory is None:
         return invalid("train.dataset_size", "client memory is unknown (no preflight facts, no nodes.memory_gb in "
                                              "the profile, no host_memory_GB in the DLIO summaries); the datasize "

@@ -64,6 +64,14 @@ def test_unknown_memory_is_settled_in_the_datagen_job():
     assert "memory_sizes_dataset" not in plan.preflight
     assert any("settled from the preflight's memory facts" in n for n in plan.notes)
     assert not plan.submittable and any("scaled run" in n for n in plan.notes)
+    # Before submission the size rule is not judged on unknown memory: the datagen job applies it; once the chain
+    # has run without the memory ever being settled, the same rule makes the run INVALID.
+    size = next(f for f in check_request("training", r) if f.rule_id == "train.dataset_size")
+    assert size.verdict.value == "CLOSED" and "the datagen job settles the size" in size.message
+    from mlps_slurm.rules import training as rules
+
+    chain = rules.TrainingChain(run_id=RUN_ID, plan=rules.plan_from_request(r), datagen=None, runs=())
+    assert next(f for f in rules.run_rules([rules.check_dataset_size], chain)).verdict.value == "INVALID"
 
 
 def test_request_carries_what_the_rules_and_the_steps_read():
