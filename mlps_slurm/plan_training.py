@@ -111,14 +111,16 @@ def _size(request: TrainingRequest, w: cat.TrainingWorkload, params: list[eng.Pa
                         "set dataset.record_length_stdev to match (0 for equal sizes)")
     size = cat.datasize(w, accelerators, nodes, memory, request.scale, explicit_files, w_eff.samples_per_file,
                         w_eff.record_length)
-    one_step = cat.min_files_for_one_step(w_eff.batch_size, accelerators, w_eff.samples_per_file)
-    if size.num_files < one_step:
-        need = one_step / (size.explicit_files or size.rule_files)
+    least = cat.min_files_for_au(w_eff.batch_size, accelerators, w_eff.samples_per_file)
+    if size.num_files < least:
+        need = least / (size.explicit_files or size.rule_files)
         unknown = ("" if size.final else " (counted without the memory term: the clients' memory is unknown "
                    "until the preflight; set nodes.memory_gb to size the dataset now)")
-        raise PlanError(f"--scale {request.scale:g} leaves {size.num_files} file(s), fewer than one batch of "
-                        f"{w_eff.batch_size} for each of the {accelerators} accelerators ({one_step} files){unknown}: "
-                        f"DLIO would run no step; use --scale {min(1.0, math.ceil(need * 1e4) / 1e4):g} or more")
+        raise PlanError(f"--scale {request.scale:g} leaves {size.num_files} file(s), fewer than "
+                        f"{cat.MIN_STEPS_PER_EPOCH} batches of {w_eff.batch_size} for each of the {accelerators} "
+                        f"accelerators ({least} files){unknown}: DLIO leaves each epoch's first step out of the "
+                        "accelerator utilization, so with fewer steps every AU would be 0; use --scale "
+                        f"{min(1.0, math.ceil(need * 1e4) / 1e4):g} or more")
     if explicit_files is not None and size.memory_samples is not None and explicit_files < size.rule_files \
             and not request.allow_invalid:
         raise PlanError(f"--param dataset.num_files_train={explicit_files} is below the {size.rule_files} files "

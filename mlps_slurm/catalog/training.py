@@ -276,9 +276,15 @@ def datasize(w: TrainingWorkload, accelerators: int, hosts: int, memory_gib_per_
                     sample_bytes=None if sample_bytes in (None, w.record_length) else sample_bytes)
 
 
-def min_files_for_one_step(batch_size: int, accelerators: int, samples_per_file: int) -> int:
-    """DLIO runs floor(samples / batch / ranks) steps per epoch: fewer files than this run no step at all."""
-    return math.ceil(batch_size * accelerators / samples_per_file)
+# DLIO 2.0.0 leaves each epoch's first step out of the accelerator utilization (statscounter: compute[1:]): with
+# one step per epoch every AU is 0, so a run needs at least two.
+MIN_STEPS_PER_EPOCH = 2
+
+
+def min_files_for_au(batch_size: int, accelerators: int, samples_per_file: int) -> int:
+    """The fewest files that give DLIO an accelerator utilization: MIN_STEPS_PER_EPOCH steps per epoch (DLIO runs
+    floor(samples / batch / ranks) steps per epoch)."""
+    return math.ceil(MIN_STEPS_PER_EPOCH * batch_size * accelerators / samples_per_file)
 
 
 def expected_samples_read_per_epoch(num_files: int, samples_per_file: int, batch_size: int,

@@ -359,10 +359,10 @@ def settle_datasize(run: RunDirectory, request: dict[str, Any]) -> tuple[cat.Dat
         memory, source = _memory_from_preflight(run)
     size = cat.datasize(w, request["num_accelerators"], request["nodes"], memory, request["scale"],
                         planned.get("explicit_files"), w_eff.samples_per_file, w_eff.record_length)
-    one_step = cat.min_files_for_one_step(w_eff.batch_size, request["num_accelerators"], w_eff.samples_per_file)
-    if size.num_files < one_step:
-        raise StepError(f"the settled dataset has {size.num_files} files, fewer than one step of every rank "
-                        f"({one_step}); use a larger --scale")
+    least = cat.min_files_for_au(w_eff.batch_size, request["num_accelerators"], w_eff.samples_per_file)
+    if size.num_files < least:
+        raise StepError(f"the settled dataset has {size.num_files} files, fewer than {cat.MIN_STEPS_PER_EPOCH} "
+                        f"steps of every rank ({least}); use a larger --scale")
     return size, memory, source
 
 

@@ -110,8 +110,8 @@ def test_datasize_unknown_memory_scale_and_explicit_count():
 
 
 def test_one_step_and_expected_reads():
-    assert cat.min_files_for_one_step(7, 2, 1) == 14
-    assert cat.min_files_for_one_step(400, 4, 1251) == 2
+    assert cat.min_files_for_au(7, 2, 1) == 28  # two steps of 7 samples on each of 2 ranks
+    assert cat.min_files_for_au(400, 4, 1251) == 3  # 3,200 samples in files of 1,251
     # 168 files / (7 x 2) = 12 whole steps: every sample is read once per epoch
     assert cat.expected_samples_read_per_epoch(168, 1, 7, 2) == 168
     # 40 files / 14 = 2 whole steps: 28 samples, the last 12 files are not read

@@ -104,7 +104,7 @@ def test_closed_and_open_params_are_accepted_and_recorded():
     ({"params": ("dataset.record_length=65536",), "allow_invalid": True},
      "set dataset.record_length_stdev to match"),
     ({"params": ("dataset.num_samples_per_file=0",)}, "expected a whole number >= 1"),
-    ({"scale": 0.001}, "use --scale 0.002 or more"),
+    ({"scale": 0.001}, "every AU would be 0; use --scale 0.004 or more"),
     ({"scale": 1.5}, "--scale must be in (0, 1]"),
     ({"nodes": 5}, "the profile allows 4 (nodes.count)"),
     ({"params": ("dataset.num_files_train=100",)}, "below the 7000 files the rules require"),
