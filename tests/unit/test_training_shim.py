@@ -158,7 +158,7 @@ def test_prepare_settles_the_size_from_preflight_facts(tmp_path):
 
 def test_in_job_code_imports_no_cli_click_or_jinja2():
     code = ("import sys; import mlps_slurm.steps.dlio_launch, mlps_slurm.steps.finalize_training, mlps_slurm.verify,"
-            " mlps_slurm.steps.finalize, mlps_slurm.slurm; "
+            " mlps_slurm.steps.finalize, mlps_slurm.steps.finalize_suite, mlps_slurm.bundle, mlps_slurm.slurm; "
             "print([m for m in ('click', 'jinja2', 'mlps_slurm.cli', 'mlps_slurm.render') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
