@@ -165,7 +165,13 @@ def test_a_second_chain_never_regenerates_a_dataset_the_first_is_reading(tmp_pat
         while not generated.is_file() and time.monotonic() < deadline:  # A's runs now read the dataset
             time.sleep(0.5)
         assert generated.is_file()
-        proc_b, run_b = submit(results_b, data, scale="0.004", timeout=300)
+        # Keep A's remaining runs queued while B plans its dataset, however fast or slow this machine is.
+        run_job = json.loads((run_a / "manifest.json").read_text())["jobs"]["run"]["job_id"]
+        subprocess.run(["scontrol", "hold", run_job], capture_output=True, text=True)
+        try:
+            proc_b, run_b = submit(results_b, data, scale="0.004", timeout=300)
+        finally:
+            subprocess.run(["scontrol", "release", run_job], capture_output=True, text=True)
         assert proc_b.returncode == 1, proc_b.stdout + proc_b.stderr
         waited = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run_a), "--wait", "--timeout",
                                  "300"], capture_output=True, text=True, timeout=360, cwd=ROOT)
