@@ -148,6 +148,55 @@ def launch(action: str, benchmark: str, plan_it: Any, profile_ref: str, override
     return _wait_and_report(run, backend, timeout)
 
 
+def _memory_from_run(path: str) -> tuple[float | None, str]:
+    from mlps_slurm.rules.facts import client_memory
+    from mlps_slurm.rundir import read_json
+
+    preflight = Path(path) / "preflight" / "preflight.json"
+    try:
+        memory = client_memory(read_json(preflight))
+    except (OSError, ValueError) as exc:
+        raise click.UsageError(f"--from-run {path}: cannot read {preflight} ({exc})") from exc
+    if not memory:
+        raise click.UsageError(f"--from-run {path}: {preflight} records no memory facts; give --client-memory-gb")
+    largest = max(memory.values()) / (1 << 30)
+    return largest, f"preflight facts of {path} ({len(memory)} node(s), largest {largest:.2f} GiB)"
+
+
+def show_training_datasize(profile_ref: str, overrides: list[str], options: dict[str, Any]) -> int:
+    from mlps_slurm.plan_training import TrainingRequest, training_datasize
+
+    try:
+        profile = load_profile(profile_ref, overrides)
+        memory, source = options["client_memory_gb"], "--client-memory-gb"
+        if memory is None and options["from_run"]:
+            memory, source = _memory_from_run(options["from_run"])
+        if memory is None and profile.get("nodes.memory_gb"):
+            memory, source = float(profile.get("nodes.memory_gb")), f"profile {profile.name}: nodes.memory_gb"
+        if memory is None:
+            raise PlanError("the clients' memory is unknown: give --client-memory-gb G, or --from-run RUN (a run "
+                            "whose preflight measured the nodes), or set nodes.memory_gb in the profile")
+        size, w = training_datasize(TrainingRequest(
+            model=options["model"], accelerator=options["accelerator"],
+            accelerators_per_node=options["accelerators_per_node"], nodes=options["nodes"], scale=options["scale"],
+            params=tuple(options["params"]), client_memory_gb=memory), profile)
+    except (ProfileError, PlanError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    per_node = size.accelerators // size.hosts
+    click.echo(f"training datasize: {size.model} on {size.accelerator}, {size.accelerators} simulated accelerators "
+               f"({per_node} per node x {size.hosts} node(s)), {memory:g} GiB per node ({source})")
+    click.echo(f"  accelerator term: {size.explain().split('; ')[0]}")
+    click.echo(f"  memory term:      {size.explain().split('; ')[1]}")
+    click.echo(f"  decided by:       {size.decided_by}")
+    scaled = f" (--scale {size.scale:g} of {size.rule_files:,})" if size.scale != 1 else ""
+    click.echo(f"  files:            {size.num_files:,}{scaled} x {size.samples_per_file} sample(s) per file "
+               f"(dataset.num_files_train)")
+    click.echo(f"  bytes:            {size.total_bytes:,} ({size.total_bytes / 1e12:.3f} TB; {w.format} files of "
+               f"{size.sample_bytes or size.record_length:,.0f} B per sample on average)")
+    return 0
+
+
 def generate_lockfile(output: str, requirements_in: str | None) -> int:
     from mlps_slurm.lockfile import LockfileError, generate
 

@@ -15,13 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 
 
-def registered() -> bool:
-    proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "datasize", "training", "--help"],
-                          capture_output=True, text=True, cwd=ROOT)
-    return proc.returncode == 0
-
-
-PREFIX = [sys.executable, "-m", "mlps_slurm" if registered() else "mlps_slurm.cli.training"]
+PREFIX = [sys.executable, "-m", "mlps_slurm"]
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
