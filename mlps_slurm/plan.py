@@ -12,8 +12,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlps_slurm import __version__
-from mlps_slurm.catalog import checkpointing as ckpt
-from mlps_slurm.engines.checkpoint import engine_argv
+from mlps_slurm.benchmarks.checkpointing import catalog as ckpt
+from mlps_slurm.benchmarks.checkpointing.engine import engine_argv
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import SBATCH_TOKEN
 
@@ -330,7 +330,7 @@ def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, r
     preflight_spec = preflight_requirements(
         profile, run_dir, python,
         storage=[("checkpoint_dir", profile.get("storage.checkpoint_dir"), checkpoint_bytes)],
-        engine_modules=["mlps_slurm.steps.checkpoint_engine", "mpi4py"],
+        engine_modules=["mlps_slurm.benchmarks.checkpointing.job", "mpi4py"],
         lockfile=f"{run_dir}/lockfile.txt" if request.verify_lockfile else None)
     return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=jobs, preflight=preflight_spec,
                 submittable=submittable, notes=tuple(notes))

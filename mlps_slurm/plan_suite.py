@@ -66,7 +66,7 @@ def _member_plan(benchmark: str, model: str, request: SuiteRequest, profile: Sit
                  run_dir: str, python: str) -> Plan:
     accelerator = profile.get("suite.accelerator")
     if benchmark == "training":
-        from mlps_slurm.plan_training import TrainingRequest, plan_training
+        from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
 
         params = tuple(profile.get("suite.training.params"))
         try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlps_slurm.catalog.training import SCORED_RUNS
+from mlps_slurm.benchmarks.training.catalog import SCORED_RUNS
 
 
 def _size(n: float) -> str:

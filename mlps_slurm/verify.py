@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from mlps_slurm import __version__
-from mlps_slurm.rules import checkpointing as ckpt
+from mlps_slurm.benchmarks.checkpointing import rules as ckpt
 from mlps_slurm.rules.core import Finding, Verdict, combine, invalid
 from mlps_slurm.rules.loaders import Loaded, load_run
 from mlps_slurm.rundir import atomic_write_json, atomic_write_text

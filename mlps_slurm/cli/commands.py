@@ -10,7 +10,7 @@ import click
 
 from mlps_slurm.chain import (ChainStatus, chain_status, create_run, describe_status, jobs_python, submit_chain,
                               wait_for_chain)
-from mlps_slurm.engines.dlio import DlioUnsupported, require_dlio_checkpointing
+from mlps_slurm.benchmarks.checkpointing.dlio import DlioUnsupported, require_dlio_checkpointing
 from mlps_slurm.plan import CheckpointingRequest, PlanError, plan_checkpointing
 from mlps_slurm.profile import ProfileError, load_profile
 from mlps_slurm.render import TemplateError
@@ -52,8 +52,8 @@ def run_checkpointing(action: str, profile_ref: str, overrides: list[str], resul
 
 def run_training(action: str, profile_ref: str, overrides: list[str], results_dir: str | None, wait: bool,
                  timeout: float, options: dict[str, Any]) -> int:
-    from mlps_slurm.engines.dlio_training import probe_engine
-    from mlps_slurm.plan_training import TrainingRequest, plan_training
+    from mlps_slurm.benchmarks.training.engine import probe_engine
+    from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
 
     def plan_it(profile: Any, run_id: str, run_dir: str, python: str) -> Any:
         request = TrainingRequest(model=options["model"], accelerator=options["accelerator"],
@@ -79,7 +79,7 @@ def run_suite(action: str, profile_ref: str, overrides: list[str], results_dir: 
 
     def check_engines(plan: Any, python: str) -> None:
         if plan.benchmark == "training":
-            from mlps_slurm.engines.dlio_training import probe_engine
+            from mlps_slurm.benchmarks.training.engine import probe_engine
 
             problems = probe_engine(python, plan.request["needs_tensorflow"])
             if problems:
@@ -164,7 +164,7 @@ def _memory_from_run(path: str) -> tuple[float | None, str]:
 
 
 def show_training_datasize(profile_ref: str, overrides: list[str], options: dict[str, Any]) -> int:
-    from mlps_slurm.plan_training import TrainingRequest, training_datasize
+    from mlps_slurm.benchmarks.training.plan import TrainingRequest, training_datasize
 
     try:
         profile = load_profile(profile_ref, overrides)

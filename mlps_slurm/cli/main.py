@@ -11,7 +11,7 @@ from mlps_slurm.cli.options import apply, profile_options, results_dir_option, s
 from mlps_slurm.cli.training import datasize, render_training, submit_training
 
 # Kept here (not imported from the catalog) so `--help` does not import the work; a unit test checks that they
-# match mlps_slurm.catalog.checkpointing.LLAMA3_MODELS.
+# match mlps_slurm.benchmarks.checkpointing.catalog.LLAMA3_MODELS.
 CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
 ACCELERATORS = ("b200", "mi355", "h100", "a100")
 EXIT_USAGE, EXIT_SLURM = 2, 3

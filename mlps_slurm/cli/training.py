@@ -13,7 +13,7 @@ import click
 
 from mlps_slurm.cli.options import apply, profile_options, results_dir_option, submit_options
 
-# Repeated from mlps_slurm.catalog.training so --help does not import it; a unit test checks that they match.
+# Repeated from mlps_slurm.benchmarks.training.catalog so --help does not import it; a unit test checks that they match.
 MODELS = ("unet3d", "resnet50", "cosmoflow", "retinanet", "dlrm", "flux")
 ACCELERATORS = ("a100", "h100", "b200", "mi355")
 

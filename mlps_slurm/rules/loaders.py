@@ -9,7 +9,7 @@ checkpointing (produced by the current chain)
     manifest.json request: model, num_processes, nodes, scale, num_checkpoints_write, num_checkpoints_read,
                   seconds_between_checkpoints, engine_output, expected_bytes_per_checkpoint, and optionally
                   accelerator (default b200) and params {dlio key: value}
-    raw/checkpointing/<model>/engine.json     the engine's output (mlps_slurm.engines.checkpoint.normalize)
+    raw/checkpointing/<model>/engine.json     the engine's output (mlps_slurm.benchmarks.checkpointing.engine.normalize)
 
 training (for the training chain to produce)
     manifest.json request: benchmark "training", model, accelerator, num_accelerators, nodes, client_memory_gb
@@ -53,11 +53,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from mlps_slurm.engines.checkpoint import EngineOutputError, normalize
-from mlps_slurm.rules import checkpointing as ckpt
-from mlps_slurm.rules import kvcache as kv
-from mlps_slurm.rules import training as train
-from mlps_slurm.rules import vectordb as vdb
+from mlps_slurm.benchmarks.checkpointing.engine import EngineOutputError, normalize
+from mlps_slurm.benchmarks.checkpointing import rules as ckpt
+from mlps_slurm.benchmarks.kvcache import rules as kv
+from mlps_slurm.benchmarks.training import rules as train
+from mlps_slurm.benchmarks.vectordb import rules as vdb
 from mlps_slurm.rules.common import (
     RUN_MANIFEST,
     RUN_READABLE,

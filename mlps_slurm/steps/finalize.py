@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from mlps_slurm.engines.checkpoint import EngineOutputError, load_results
+from mlps_slurm.benchmarks.checkpointing.engine import EngineOutputError, load_results
 from mlps_slurm.report import checkpointing_table
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
 
@@ -193,7 +193,7 @@ def finalize_run(run: RunDirectory) -> tuple[dict[str, Any], str]:
     benchmark = run.read_manifest().get("benchmark")
     if benchmark == "training":
         from mlps_slurm.report import training_table
-        from mlps_slurm.steps.finalize_training import finalize_training
+        from mlps_slurm.benchmarks.training.finalize import finalize_training
 
         results = finalize_training(run)
         return results, training_table(results)

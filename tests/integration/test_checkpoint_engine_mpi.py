@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS, rank_shards
-from mlps_slurm.engines.checkpoint import load_results
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS, rank_shards
+from mlps_slurm.benchmarks.checkpointing.engine import load_results
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -50,7 +50,7 @@ def run_mpi(*commands: list[str], env: dict[str, str] | None = None) -> Outcome:
 
 def engine(checkpoint_dir: Path, output: Path, *extra: str, writes: int = 3, reads: int = 3,
            model: str = "llama3-8b") -> list[str]:
-    return [PYTHON, "-m", "mlps_slurm.steps.checkpoint_engine", "--model", model, "--checkpoint-dir",
+    return [PYTHON, "-m", "mlps_slurm.benchmarks.checkpointing.job", "--model", model, "--checkpoint-dir",
             str(checkpoint_dir), "--output", str(output), "--writes", str(writes), "--reads", str(reads),
             "--scale", repr(SCALE), "--seconds-between-checkpoints", "0", *extra]
 

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS, rank_shards
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS, rank_shards
 
 SCALE = 0.0005  # llama3-8b: ~56 MB per checkpoint over 8 ranks
 

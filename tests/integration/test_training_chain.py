@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.benchmarks.training import engine as eng
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCALE = "0.024"

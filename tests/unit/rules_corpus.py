@@ -15,8 +15,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS, rank_shards
-from mlps_slurm.engines.checkpoint import ENGINE_SCHEMA, normalize
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS, rank_shards
+from mlps_slurm.benchmarks.checkpointing.engine import ENGINE_SCHEMA, normalize
 from mlps_slurm.report import checkpointing_table
 
 T0 = 1_800_000_000.0  # 2027-01-15, an arbitrary fixed epoch so timestamps are stable
@@ -105,7 +105,7 @@ def _common_files(run: Path, m: dict[str, Any], pre: dict[str, Any] | None) -> N
 def engine_output(model: str, np_: int, nodes: int, scale: float, writes: int, reads: int, seconds_between: float,
                   fsync: bool, read_gap: float, cache_drop_ok: bool, start: float,
                   short_checkpoint: int | None = None) -> dict[str, Any]:
-    """The built-in engine's JSON for a run, with the shape mlps_slurm.steps.checkpoint_engine writes."""
+    """The built-in engine's JSON for a run, with the shape mlps_slurm.benchmarks.checkpointing.job writes."""
     shards = rank_shards(LLAMA3_MODELS[model], np_, scale)
     per_node = -(-np_ // nodes)
     host = [f"n{r // per_node + 1:03d}" for r in range(np_)]

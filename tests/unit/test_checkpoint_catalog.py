@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mlps_slurm.catalog.checkpointing import GIB, LLAMA3_MODELS, process_count_problem, rank_shards
+from mlps_slurm.benchmarks.checkpointing.catalog import GIB, LLAMA3_MODELS, process_count_problem, rank_shards
 
 # mlpstorage config.LLM_SIZE_BY_RANK: (model GiB, optimizer GiB) per checkpoint.
 LLM_SIZE_BY_RANK = {"llama3-8b": (15, 90), "llama3-70b": (130, 781), "llama3-405b": (755, 4533),

@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import pytest
 
-from mlps_slurm.engines.checkpoint import ENGINE_SCHEMA, EngineOutputError, engine_argv, load_results, normalize
+from mlps_slurm.benchmarks.checkpointing.engine import ENGINE_SCHEMA, EngineOutputError, engine_argv, load_results, normalize
 
 SOURCE = "/runs/20261128-abc/raw/checkpoint-engine.json"
 
@@ -229,7 +229,7 @@ def test_load_results_names_the_file_for_format_errors(tmp_path):
 def test_engine_argv_round_trips_the_settings():
     argv = engine_argv("/opt/venv/bin/python", "llama3-70b", "/scratch/ckpt/run1", "/runs/run1/raw/engine.json",
                        10, 10, 2e-5, 5, keep_files=True)
-    assert argv[:3] == ["/opt/venv/bin/python", "-m", "mlps_slurm.steps.checkpoint_engine"]
+    assert argv[:3] == ["/opt/venv/bin/python", "-m", "mlps_slurm.benchmarks.checkpointing.job"]
     options = dict(zip(argv[3:-1:2], argv[4:-1:2]))
     assert options == {"--model": "llama3-70b", "--checkpoint-dir": "/scratch/ckpt/run1",
                        "--output": "/runs/run1/raw/engine.json", "--writes": "10", "--reads": "10",

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS
 from mlps_slurm.cli.main import CHECKPOINT_MODELS
 
 

@@ -7,7 +7,7 @@ import multiprocessing
 import time
 
 from mlps_slurm.slurm import JobState
-from mlps_slurm.steps.dataset_lease import DatasetLock, active_users, drop_lease, lease_dir, take_lease
+from mlps_slurm.benchmarks.training.dataset_lease import DatasetLock, active_users, drop_lease, lease_dir, take_lease
 
 
 def slurm(states: dict[str, str]):

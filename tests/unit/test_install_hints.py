@@ -90,7 +90,7 @@ def test_python_package_hints():
 
 
 @pytest.mark.parametrize("module, dist", [
-    ("yaml", "PyYAML"), ("mlps_slurm.steps.checkpoint_engine", "mlps-slurm"), ("dlio_benchmark", "dlio-benchmark"),
+    ("yaml", "PyYAML"), ("mlps_slurm.benchmarks.checkpointing.job", "mlps-slurm"), ("dlio_benchmark", "dlio-benchmark"),
     ("mpi4py", "mpi4py"), ("some_pkg.sub", "some-pkg"),
 ])
 def test_module_to_distribution(module, dist):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS, rank_shards
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS, rank_shards
 from mlps_slurm.plan import CheckpointingRequest, PlanError, plan_checkpointing
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan

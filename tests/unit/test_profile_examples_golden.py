@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from mlps_slurm.plan import CheckpointingRequest, plan_checkpointing
-from mlps_slurm.plan_training import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 from mlps_slurm.resources import templates_dir
@@ -53,4 +53,4 @@ def test_pyxis_steps_enter_the_container_and_apptainer_wraps_the_engine():
     assert "#SBATCH --gres" not in scripts["gpu-pyxis"]["00-preflight.sbatch"]  # only benchmark jobs
     app = scripts["apptainer-site"]["01-checkpointing.sbatch"]
     assert "mpirun -np 8 --bind-to none --map-by node apptainer exec --bind" in app
-    assert "/gpfs/images/mlps-slurm-0.1.0.sif /usr/bin/python3 -m mlps_slurm.steps.checkpoint_engine" in app
+    assert "/gpfs/images/mlps-slurm-0.1.0.sif /usr/bin/python3 -m mlps_slurm.benchmarks.checkpointing.job" in app

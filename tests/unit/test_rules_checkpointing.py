@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS
-from mlps_slurm.rules import checkpointing as ckpt
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS
+from mlps_slurm.benchmarks.checkpointing import rules as ckpt
 from mlps_slurm.rules.core import Verdict, combine
 from mlps_slurm.verify import verify_run, verify_runs
 from tests.unit import rules_corpus as corpus

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from mlps_slurm.rules import RULES, check_request
+from mlps_slurm.rules import all_rules, check_request
 from mlps_slurm.rules.core import Finding, Rule, Verdict, closed, combine, invalid, open_, run_rule, run_rules
 
 
@@ -50,6 +50,7 @@ def test_a_check_returning_garbage_is_invalid_and_none_means_not_applicable():
 
 
 def test_every_rule_id_is_namespaced_and_documented():
+    RULES = all_rules()
     assert len(RULES) >= 40
     for rule_id, r in RULES.items():
         assert rule_id.split(".")[0] in {"ckpt", "train", "kvcache", "vdb", "run", "storage"}, rule_id

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlps_slurm.rules import kvcache as kv
-from mlps_slurm.rules import vectordb as vdb
+from mlps_slurm.benchmarks.kvcache import rules as kv
+from mlps_slurm.benchmarks.vectordb import rules as vdb
 from mlps_slurm.rules.core import Verdict, combine
 from mlps_slurm.verify import verify_run
 from tests.unit import rules_corpus as corpus

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mlps_slurm.rules import training as train
+from mlps_slurm.benchmarks.training import rules as train
 from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
 from mlps_slurm.rules.core import Verdict, combine
 from mlps_slurm.rules.facts import FilesystemIdentity

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS
-from mlps_slurm.catalog.training import MODELS
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS
+from mlps_slurm.benchmarks.training.catalog import MODELS
 from mlps_slurm.chain import create_run, submit_chain
 from mlps_slurm.plan import PlanError, plan_checkpointing, CheckpointingRequest
 from mlps_slurm.plan_suite import SuiteRequest, plan_suite
@@ -82,7 +82,7 @@ def test_preflight_needs_are_the_union_and_space_adds_up(tmp_path):
         next(d["required_free_bytes"] for d in spec["storage"] if d["id"] == "data_dir") for spec in data)
     assert storage["results_dir"]["path"] == f"{tmp_path}/runs"
     assert [d["id"] for d in needs["storage"]].count("results_dir") == 1
-    assert {"dlio_benchmark", "mlps_slurm.steps.checkpoint_engine", "mpi4py"} <= set(needs["python_modules"])
+    assert {"dlio_benchmark", "mlps_slurm.benchmarks.checkpointing.job", "mpi4py"} <= set(needs["python_modules"])
     assert needs["separate_filesystems"] == [["data_dir", "results_dir"]]
     assert needs["memory_sizes_dataset"] is True and needs["memory_gb_expected"] == 1
     assert [j.key for j in plan.jobs][1:4] == ["training-unet3d.datagen", "training-unet3d.run",

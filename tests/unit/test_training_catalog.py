@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlps_slurm.catalog import training as cat
+from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.cli import training as cli_training
-from mlps_slurm.rules import training as rules
+from mlps_slurm.benchmarks.training import rules as rules
 
 GIB = 1 << 30
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from mlps_slurm.chain import create_run
-from mlps_slurm.engines import dlio_training as eng
-from mlps_slurm.plan_training import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training import engine as eng
+from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.rundir import RunDirectory
 from mlps_slurm.report import training_table
-from mlps_slurm.steps.finalize_training import consecutive, finalize_training
+from mlps_slurm.benchmarks.training.finalize import consecutive, finalize_training
 
 RUN_ID = "training-20261128-120000-abcdef"
 T0 = dt.datetime(2026, 11, 28, 17, 0, 0)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.plan import PlanError
-from mlps_slurm.plan_training import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
 from mlps_slurm.profile import load_profile
 
 RUN_ID = "training-20261128-120000-abcdef"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 
 
-from mlps_slurm.plan_training import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 from mlps_slurm.rules import check_request
@@ -52,7 +52,7 @@ def test_memory_from_profile_settles_the_dataset_at_plan_time():
     assert pre["memory_gb_expected"] == 64 and pre["memory_sizes_dataset"] is True
     assert {"id": "data_dir", "path": "/data/mlps", "required_free_bytes": 7000 * 146_600_628} in pre["storage"]
     assert pre["separate_filesystems"] == [["data_dir", "results_dir"]]
-    assert {"dlio_benchmark", "dftracer.logger", "mpi4py", "mlps_slurm.steps.dlio_launch"} <= \
+    assert {"dlio_benchmark", "dftracer.logger", "mpi4py", "mlps_slurm.benchmarks.training.job"} <= \
         set(pre["python_modules"])
     assert plan.submittable and plan.notes == ()
 
@@ -68,7 +68,7 @@ def test_unknown_memory_is_settled_in_the_datagen_job():
     # has run without the memory ever being settled, the same rule makes the run INVALID.
     size = next(f for f in check_request("training", r) if f.rule_id == "train.dataset_size")
     assert size.verdict.value == "CLOSED" and "the datagen job settles the size" in size.message
-    from mlps_slurm.rules import training as rules
+    from mlps_slurm.benchmarks.training import rules as rules
 
     chain = rules.TrainingChain(run_id=RUN_ID, plan=rules.plan_from_request(r), datagen=None, runs=())
     assert next(f for f in rules.run_rules([rules.check_dataset_size], chain)).verdict.value == "INVALID"

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.engines import dlio_training as eng
-from mlps_slurm.steps import dlio_launch as shim
+from mlps_slurm.benchmarks.training import engine as eng
+from mlps_slurm.benchmarks.training import job as shim
 
 
 def test_dlio_main_imports_without_tensorflow_and_site_packages_stay_untouched():
-    code = ("import sys; from mlps_slurm.steps.dlio_launch import install_tensorflow_stub; "
+    code = ("import sys; from mlps_slurm.benchmarks.training.job import install_tensorflow_stub; "
             "install_tensorflow_stub(); import dlio_benchmark.main; "
             "print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -127,7 +127,7 @@ def test_tfrecord_index_stand_in(tmp_path):
 
 def test_prepare_settles_the_size_from_preflight_facts(tmp_path):
     from mlps_slurm.chain import create_run
-    from mlps_slurm.plan_training import TrainingRequest, plan_training
+    from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
     from mlps_slurm.profile import load_profile
 
     profile = load_profile("localhost", [f"storage.results_dir={tmp_path / 'runs'}",
@@ -157,7 +157,7 @@ def test_prepare_settles_the_size_from_preflight_facts(tmp_path):
 
 
 def test_in_job_code_imports_no_cli_click_or_jinja2():
-    code = ("import sys; import mlps_slurm.steps.dlio_launch, mlps_slurm.steps.finalize_training, mlps_slurm.verify,"
+    code = ("import sys; import mlps_slurm.benchmarks.training.job, mlps_slurm.benchmarks.training.finalize, mlps_slurm.verify,"
             " mlps_slurm.steps.finalize, mlps_slurm.steps.finalize_suite, mlps_slurm.bundle, mlps_slurm.slurm; "
             "print([m for m in ('click', 'jinja2', 'mlps_slurm.cli', 'mlps_slurm.render') if m in sys.modules])")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

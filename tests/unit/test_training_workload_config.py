@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlps_slurm.catalog import training as cat
-from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.benchmarks.training import catalog as cat
+from mlps_slurm.benchmarks.training import engine as eng
 
 
 def config_for(model="unet3d", accel="b200", params=()):

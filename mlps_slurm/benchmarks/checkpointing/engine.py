@@ -14,10 +14,10 @@ import statistics
 from pathlib import Path
 from typing import Any, NoReturn
 
-# Must match mlps_slurm.steps.checkpoint_engine, which may not import this module (it runs on compute nodes
+# Must match mlps_slurm.benchmarks.checkpointing.job, which may not import this module (it runs on compute nodes
 # with only the catalog); the integration test runs the engine and feeds its output through normalize().
 ENGINE_SCHEMA = "mlps-slurm/checkpoint-engine/1"
-ENGINE_MODULE = "mlps_slurm.steps.checkpoint_engine"
+ENGINE_MODULE = "mlps_slurm.benchmarks.checkpointing.job"
 PHASES = ("write", "read")
 
 

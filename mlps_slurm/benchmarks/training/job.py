@@ -34,11 +34,11 @@ from typing import Any, Callable
 
 import yaml
 
-from mlps_slurm.catalog import training as cat
-from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.benchmarks.training import catalog as cat
+from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
 from mlps_slurm.rules.facts import client_memory
-from mlps_slurm.steps.dataset_lease import DatasetLock, active_users, take_lease
+from mlps_slurm.benchmarks.training.dataset_lease import DatasetLock, active_users, take_lease
 from mlps_slurm.steps.pagecache import evict
 
 GIB = 1 << 30

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence, Union
 
-from mlps_slurm.catalog.checkpointing import (
+from mlps_slurm.benchmarks.checkpointing.catalog import (
     ACCELERATOR_MEMORY_GB,
     DEFAULT_NUM_CHECKPOINTS_READ,
     DEFAULT_NUM_CHECKPOINTS_WRITE,
@@ -94,7 +94,7 @@ Subject = Union[CheckpointPlan, CheckpointRun]
 def observation_from_engine(raw: Mapping[str, Any], metrics: Mapping[str, Any], client_memory: Mapping[str, int],
                             memory_source: str) -> CheckpointObservation:
     """Build the observation from the engine JSON (`raw`) and its normalized metrics. `raw` must already have
-    passed mlps_slurm.engines.checkpoint.normalize(), so its shape is trusted here."""
+    passed mlps_slurm.benchmarks.checkpointing.engine.normalize(), so its shape is trusted here."""
     checkpoints = raw["checkpoints"]
     writes = [c for c in checkpoints if c["phase"] == "write"]
     reads = [c for c in checkpoints if c["phase"] == "read"]

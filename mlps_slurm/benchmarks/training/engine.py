@@ -1,6 +1,6 @@
 """DLIO adapter for the training benchmark: the workload config, the command line, and DLIO's output normalized.
 
-Pure functions (no MPI, no Slurm); the in-job shim (mlps_slurm.steps.dlio_launch) and the finalize step use them.
+Pure functions (no MPI, no Slurm); the in-job shim (mlps_slurm.benchmarks.training.job) and the finalize step use them.
 
 Written for PyPI dlio-benchmark 2.0.0 and its traps (reference dlio.md §6):
 - the record-size keys are `record_length`, `record_length_stdev`, `record_length_resize`; the upstream MLPerf
@@ -25,13 +25,13 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
-from mlps_slurm.catalog.training import (CLOSED_PARAMS, DLIO_FORMATS, MANAGED_PARAMS, ODIRECT_MODELS, OPEN_PARAMS,
+from mlps_slurm.benchmarks.training.catalog import (CLOSED_PARAMS, DLIO_FORMATS, MANAGED_PARAMS, ODIRECT_MODELS, OPEN_PARAMS,
                                          TENSORFLOW_FORMATS, TrainingWorkload)
 
 TESTED_DLIO_VERSION = "2.0.0"
 OUTPUT_SUBDIR = "dlio_config"  # hydra.output_subdir, as mlpstorage sets it
 DATASET_MARKER = ".mlps-dataset.json"
-SHIM_MODULE = "mlps_slurm.steps.dlio_launch"
+SHIM_MODULE = "mlps_slurm.benchmarks.training.job"
 FRAMEWORKS = ("pytorch", "tensorflow")
 DATA_LOADERS = ("pytorch", "tensorflow", "dali", "native_dali")
 IO_SCHEMA = "mlps-slurm/dlio-io/1"

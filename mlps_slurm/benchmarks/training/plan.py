@@ -1,6 +1,6 @@
 """Training request + profile + catalog -> Plan: preflight -> datagen -> 6 runs (array, one at a time) -> finalize.
 
-Pure: no I/O. Every decision is made here; templates format, and the in-job steps (mlps_slurm.steps.dlio_launch)
+Pure: no I/O. Every decision is made here; templates format, and the in-job steps (mlps_slurm.benchmarks.training.job)
 carry out what the manifest's request says.
 
 The dataset size is settled when the client memory is known: from the profile's nodes.memory_gb (the preflight
@@ -14,8 +14,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlps_slurm.catalog import training as cat
-from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.benchmarks.training import catalog as cat
+from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command,
                              launcher_argv, preflight_job, preflight_requirements, sbatch_directives)
 from mlps_slurm.profile import SiteProfile

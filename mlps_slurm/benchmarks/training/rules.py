@@ -20,8 +20,8 @@ from typing import Any, Mapping, Union
 from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
 from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, parse_time, rule, run_rules
 
-from mlps_slurm.catalog import training as catalog
-from mlps_slurm.catalog.training import (CLOSED_ACCELERATORS, CLOSED_MODELS, CLOSED_PARAMS, GIB,  # noqa: F401
+from mlps_slurm.benchmarks.training import catalog as catalog
+from mlps_slurm.benchmarks.training.catalog import (CLOSED_ACCELERATORS, CLOSED_MODELS, CLOSED_PARAMS, GIB,  # noqa: F401
                                          MOST_MEMORY_MULTIPLIER, ODIRECT_MODELS, OPEN_PARAMS, STEPS_PER_EPOCH)
 
 REQUIRED_RUNS = catalog.RUNS  # 1 warm-up + 5 scored (TrainingSubmissionRulesChecker.REQUIRED_RUNS=5, plus the warm-up)

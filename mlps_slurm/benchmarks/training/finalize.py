@@ -15,12 +15,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from mlps_slurm.catalog import training as cat
-from mlps_slurm.engines import dlio_training as eng
+from mlps_slurm.benchmarks.training import catalog as cat
+from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.rules.facts import client_memory, node_facts
 from mlps_slurm.report import training_table
 from mlps_slurm.rundir import RunDirectory, read_json
-from mlps_slurm.steps.dataset_lease import drop_lease
+from mlps_slurm.benchmarks.training.dataset_lease import drop_lease
 from mlps_slurm.steps.finalize import job_note, job_states, preflight_reasons, write_results
 
 GIB = 1 << 30

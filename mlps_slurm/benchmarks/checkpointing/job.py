@@ -2,13 +2,13 @@
 
 Run under the job's launcher, one process per simulated accelerator:
 
-    srun --mpi=pmix python -m mlps_slurm.steps.checkpoint_engine --model llama3-8b --checkpoint-dir DIR \\
+    srun --mpi=pmix python -m mlps_slurm.benchmarks.checkpointing.job --model llama3-8b --checkpoint-dir DIR \\
         --output FILE.json [--writes 10] [--reads 10] [--scale 1.0] [--seconds-between-checkpoints 5]
 
-Write phase: every rank writes its model and optimizer shards (sized by mlps_slurm.catalog.checkpointing) with
+Write phase: every rank writes its model and optimizer shards (sized by mlps_slurm.benchmarks.checkpointing.catalog) with
 fsync, between barriers, `--writes` times. Then each rank drops the page cache of its files, and the read phase
 reads them back `--reads` times. Rank 0 gathers the per-rank timings and writes one JSON file that
-mlps_slurm.engines.checkpoint.normalize() turns into metrics.
+mlps_slurm.benchmarks.checkpointing.engine.normalize() turns into metrics.
 
 It runs on compute nodes, so it imports only the standard library, mpi4py and mlps_slurm.catalog.
 Exit status: 0 success, 2 invalid arguments or unusable directories (checked before any data is written),
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from mlps_slurm import __version__
 from mlps_slurm.rundir import atomic_write_text
 from mlps_slurm.steps.pagecache import evict
-from mlps_slurm.catalog.checkpointing import (
+from mlps_slurm.benchmarks.checkpointing.catalog import (
     DEFAULT_NUM_CHECKPOINTS_READ,
     DEFAULT_NUM_CHECKPOINTS_WRITE,
     DEFAULT_SECONDS_BETWEEN_CHECKPOINTS,
@@ -49,10 +49,10 @@ from mlps_slurm.catalog.checkpointing import (
 if TYPE_CHECKING:
     from mpi4py.MPI import Intracomm
 
-SCHEMA = "mlps-slurm/checkpoint-engine/1"  # mlps_slurm.engines.checkpoint.ENGINE_SCHEMA reads this
+SCHEMA = "mlps-slurm/checkpoint-engine/1"  # mlps_slurm.benchmarks.checkpointing.engine.ENGINE_SCHEMA reads this
 ENGINE = "mlps-builtin-checkpoint"
 CACHE_DROP_METHOD = "posix_fadvise(POSIX_FADV_DONTNEED)"
-PROG = "python -m mlps_slurm.steps.checkpoint_engine"
+PROG = "python -m mlps_slurm.benchmarks.checkpointing.job"
 EXIT_FAILED, EXIT_USAGE = 1, 2
 MAX_CHUNK_MIB = 1024
 MAX_REPORTED = 20  # problems printed by rank 0; the same one can come from every node

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the corpus builders live with the tests
 
 from mlps_slurm.bundle import GZIP_LEVEL, make_bundle
-from mlps_slurm.catalog.checkpointing import LLAMA3_MODELS
+from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS
 from mlps_slurm.verify import verify_runs
 from tests.unit.rules_corpus import T0, checkpoint_run
 

@@ -1,0 +1,183 @@
+"""What a benchmark provides to the shared layers.
+
+A benchmark is a package under mlps_slurm/benchmarks/ with a light __init__.py that defines
+`BENCHMARK = Benchmark(...)`: its names and a few facts. Everything heavier lives in modules of the package, named
+by this contract and imported only when a shared layer needs them:
+
+    request.py   REQUEST: the typed request (a frozen `Request` dataclass; every default and range in one place)
+    plan.py      plan(request, profile, *, run_id, run_dir, python) -> Plan; probe(plan, python) (engine present?);
+                 suite_request(model, profile, settings) -> Request (a workload of `submit all`)
+    finalize.py  finalize(run) -> (results, table)          (inside the finalize job)
+    report.py    table(results) -> str                      (the readable results table)
+    rules.py     plan_from_request(mapping) and plan_findings(plan): the rules on a request before it runs
+    results.py   load(root, manifest, preflight) -> Loaded: a run directory as rule records
+    bundle.py    how the run is laid out in a submission tree
+    cli.py       (optional) COMMANDS: extra click commands (e.g. `datasize training`)
+
+Nothing here imports click, the profile or the plan: the CLI derives its options from the request's fields, the
+profile schema its suite keys, and both stay fast to import.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.util
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+if TYPE_CHECKING:
+    from mlps_slurm.plan import Plan
+    from mlps_slurm.profile import SiteProfile
+    from mlps_slurm.rundir import RunDirectory
+
+
+class RequestError(ValueError):
+    """A request value out of its range; the message names the option."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one request field is given on the command line, and the range every source must respect."""
+
+    flags: tuple[str, ...] = ()  # e.g. ("--num-processes", "-n"); empty: not a command-line option
+    help: str = ""
+    choices: tuple[str, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+    min_open: bool = False  # min itself is excluded
+    required: bool = False
+    multiple: bool = False  # repeatable, e.g. --param K=V --param K=V
+    metavar: str | None = None
+    existing_file: bool = False  # a path that must exist (it is resolved to an absolute path)
+    # Where `submit all` takes the value from: "cli" (an option of `submit all`, default: the field's default),
+    # "profile" (the profile key suite.<benchmark>.<field>), or None (the field's default).
+    suite: str | None = None
+
+
+def option(default: Any = dataclasses.MISSING, *flags: str, **spec: Any) -> Any:
+    """A request field with its command-line spelling and range: `scale: float = option(1.0, "--scale", min=0)`."""
+    meta = {"option": Option(flags=flags, **spec)}
+    if isinstance(default, (list, dict, set)):
+        raise TypeError("request fields are immutable: use a tuple default")
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def options_of(request_type: type) -> list[tuple[dataclasses.Field[Any], Option]]:
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(request_type) if "option" in f.metadata]
+
+
+def _flag(f: dataclasses.Field[Any], spec: Option) -> str:
+    return spec.flags[0] if spec.flags else f.name
+
+
+@dataclass(frozen=True)
+class Request:
+    """Base of every benchmark's request: checks every field against its Option when it is created, so a bad value
+    is refused the same way whether it came from the command line, the profile or a manifest."""
+
+    benchmark: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        for f, spec in options_of(type(self)):
+            value = getattr(self, f.name)
+            if value is None:
+                if spec.required:
+                    raise RequestError(f"{_flag(f, spec)} is required")
+                continue
+            values = value if spec.multiple else (value,)
+            for v in values:
+                check_value(f, spec, v)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"benchmark": self.benchmark,
+                **{f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "Request":
+        """The request a manifest recorded; unknown keys are refused (the manifest is from another release)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known - {"benchmark"})
+        if unknown:
+            raise RequestError(f"unknown {cls.benchmark} request key(s) {', '.join(unknown)}; valid: "
+                               f"{', '.join(sorted(known))}")
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise RequestError(f"{cls.benchmark} request: {exc}") from exc
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def check_value(f: dataclasses.Field[Any], spec: Option, value: Any) -> None:
+    flag = _flag(f, spec)
+    if spec.choices is not None and value not in spec.choices:
+        raise RequestError(f"{flag} {value!r} is not one of {', '.join(spec.choices)}")
+    if spec.min is None and spec.max is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{flag} must be a number, got {value!r}")
+    low_ok = spec.min is None or (value > spec.min if spec.min_open else value >= spec.min)
+    high_ok = spec.max is None or value <= spec.max
+    if not (low_ok and high_ok):
+        low = "" if spec.min is None else f"{'>' if spec.min_open else '>='} {spec.min:g}"
+        high = "" if spec.max is None else f"<= {spec.max:g}"
+        raise RequestError(f"{flag} must be {' and '.join(x for x in (low, high) if x)}, got {value:g}")
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    """One MLPerf Storage benchmark as the shared layers see it."""
+
+    name: str  # registry name and CLI word: "checkpointing"
+    package: str  # the package holding its modules
+    summary: str  # one line for --help
+    tree_name: str  # its directory in a submission tree and under raw/: "checkpointing", "kv_cache"
+    runnable: bool  # this release runs it as a chain (otherwise it is only verified and bundled)
+    models: tuple[str, ...] = ()  # workload names (models, or index types for vectordb)
+    engines: tuple[str, ...] = ()  # engines.<name>.engine choices, the first is the default
+    suite_models: tuple[str, ...] = ()  # suite.<name>.models default
+
+    def part(self, module: str) -> ModuleType:
+        """A module of the benchmark's package (request, plan, finalize, rules, results, bundle, ...)."""
+        return importlib.import_module(f"{self.package}.{module}")
+
+    def has_part(self, module: str) -> bool:
+        return importlib.util.find_spec(f"{self.package}.{module}") is not None
+
+    # --- login node
+    @property
+    def request_type(self) -> type[Request]:
+        return self.part("request").REQUEST  # type: ignore[no-any-return]
+
+    def plan(self, request: Request, profile: "SiteProfile", *, run_id: str, run_dir: str, python: str) -> "Plan":
+        return self.part("plan").plan(request, profile, run_id=run_id, run_dir=run_dir, python=python)  # type: ignore[no-any-return]
+
+    def probe(self, plan: "Plan", python: str) -> None:
+        """Raise PlanError when the planned engine cannot run in the jobs' interpreter."""
+        self.part("plan").probe(plan, python)
+
+    def suite_request(self, model: str, profile: "SiteProfile", settings: Mapping[str, Any]) -> Request:
+        """The request of one workload of `submit all`: `settings` holds nodes, scale and the suite's options."""
+        return self.part("plan").suite_request(model, profile, settings)  # type: ignore[no-any-return]
+
+    def commands(self) -> list[Any]:
+        """Extra click commands of this benchmark, e.g. `datasize training`."""
+        return list(self.part("cli").COMMANDS) if self.has_part("cli") else []
+
+    # --- finalize job, reports
+    def finalize(self, run: "RunDirectory") -> tuple[dict[str, Any], str]:
+        return self.part("finalize").finalize(run)  # type: ignore[no-any-return]
+
+    def table(self, results: Mapping[str, Any]) -> str:
+        return self.part("report").table(results)  # type: ignore[no-any-return]
+
+    # --- rules
+    def plan_findings(self, request: Mapping[str, Any]) -> list[Any]:
+        rules = self.part("rules")
+        return rules.plan_findings(rules.plan_from_request(request))  # type: ignore[no-any-return]
+

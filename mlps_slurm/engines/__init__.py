@@ -1,1 +1,0 @@
-"""One adapter per engine: build its command line, normalize its output into metrics."""
