@@ -7,7 +7,7 @@ an mpi.json, then runs each measurement in a fresh interpreter (so that peak RSS
 
   read      scandir + read the bytes of every report (the floor: file system cost)
   parse     read + json.loads of every line (what decoding whole reports would cost)
-  gather    preflight.gather(): parse, decide shared visibility and clock skew, build the summary
+  gather    gather(): parse, decide shared visibility and clock skew, build the summary
   gather+w  gather() + writing preflight.json and preflight.txt (what the preflight job does)
 
 Files are warm in the page cache (just written), so this measures the code, not the disk.
@@ -32,7 +32,10 @@ sys.path.insert(0, str(ROOT))
 
 from mlps_slurm import lockfile  # noqa: E402
 from mlps_slurm.rundir import RunDirectory, atomic_write_json  # noqa: E402
-from mlps_slurm.steps import preflight  # noqa: E402
+from mlps_slurm.steps.preflight.common import compact_nodes  # noqa: E402
+from mlps_slurm.steps.preflight.node import run_node_checks  # noqa: E402
+from mlps_slurm.steps.preflight.report import encode_report  # noqa: E402
+from mlps_slurm.steps.preflight.tokens import token_targets  # noqa: E402
 
 TIME_TARGET_S = 1.0
 MEMORY_TARGET_MB = 200.0
@@ -43,7 +46,8 @@ sys.path.insert(0, sys.argv[3])
 mode, run_dir = sys.argv[1], sys.argv[2]
 from mlps_slurm import hostlist
 from mlps_slurm.rundir import RunDirectory
-from mlps_slurm.steps import preflight
+from mlps_slurm.steps.preflight.gather import gather
+from mlps_slurm.steps.preflight.report import write_outputs
 run = RunDirectory(run_dir)
 nodes_dir = run.preflight / "nodes"
 expected = hostlist.expand(open(os.path.join(run_dir, "nodelist")).read().strip())
@@ -59,9 +63,9 @@ if mode in ("read", "parse"):
             for line in data.splitlines():
                 json.loads(line)
 else:
-    gathered = preflight.gather(run, expected, batch_host="c00001", job_id="4242")
+    gathered = gather(run, expected, batch_host="c00001", job_id="4242")
     if mode == "gather+w":
-        preflight.write_outputs(run, gathered)
+        write_outputs(run, gathered)
     assert len(gathered["nodes"]) == len(expected), len(gathered["nodes"])
 elapsed, cpu = time.perf_counter() - t, time.process_time() - cpu
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -81,8 +85,7 @@ def template_report(workdir: Path) -> tuple[dict, dict]:
                         {"id": "results_dir", "path": str(dirs["results"]), "required_free_bytes": 1 << 20}],
             "expect_filesystem_type": None, "storage_shared": True, "separate_filesystems": [],
             "memory_gb_expected": 4.0, "cpus_expected": 2, "shared_token_timeout_s": 0.01}
-    checks, facts, shared = preflight.run_node_checks({"preflight": spec}, node="c00001", job="4242",
-                                                      nodes=["c00001"])
+    checks, facts, shared = run_node_checks({"preflight": spec}, node="c00001", job="4242", nodes=["c00001"])
     now = time.time()
     report = {"node": "c00001", "hostname": "c00001", "time": "2026-01-01T00:00:00+00:00",
               "clock": {"start": now - 0.3, "end": now}, "seconds": 0.3, "slurm_job_id": "4242",
@@ -98,8 +101,8 @@ def write_reports(run: RunDirectory, template: dict, n: int) -> list[str]:
     for i, name in enumerate(names):
         report = json.loads(text)
         report["node"] = report["hostname"] = report["facts"]["hostname"] = name
-        report["shared"]["targets"] = preflight.token_targets(names, i)
-        (nodes_dir / f"{name}.json").write_bytes(preflight.encode_report(report))
+        report["shared"]["targets"] = token_targets(names, i)
+        (nodes_dir / f"{name}.json").write_bytes(encode_report(report))
     offsets = {name: {"offset_s": 1e-5, "rtt_s": 4e-5} for name in names}
     atomic_write_json(run.preflight / "mpi.json", {
         "ok": True, "size": n, "allreduce_sum": n, "nodes": names, "library": "synthetic",
@@ -128,7 +131,7 @@ def main() -> int:
         run.path.mkdir()
         atomic_write_json(run.manifest_path, {"preflight": spec})
         names = write_reports(run, template, args.nodes)
-        (run.path / "nodelist").write_text(preflight.compact_nodes(names) + "\n")
+        (run.path / "nodelist").write_text(compact_nodes(names) + "\n")
         sizes = [e.stat().st_size for e in os.scandir(run.preflight / "nodes")]
         flagged = sum(c["status"] != "pass" for c in template["checks"])
         print(f"{args.nodes} node reports, {len(template['checks'])} checks each ({flagged} not passing on every "

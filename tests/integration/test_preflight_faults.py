@@ -21,7 +21,7 @@ from typing import Iterator
 import pytest
 
 from mlps_slurm import install_hints
-from mlps_slurm.steps import node_facts
+from mlps_slurm.steps.preflight import node_facts
 
 pytestmark = pytest.mark.slurm
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.steps import node_facts
-from mlps_slurm.steps import preflight as pf
+from mlps_slurm.steps.preflight import node_facts, storage, system, tokens
+from mlps_slurm.steps.preflight.node import node_main, run_node_checks
 
 DEBIAN = {"id": "debian", "id_like": "", "version_id": "12", "name": "Debian GNU/Linux 12"}
 GIB = 1 << 30
@@ -25,63 +25,63 @@ def memory(total_gib: float) -> dict:
 # ---------------------------------------------------------------------------------------------- cpu, memory
 
 def test_memory_thresholds():
-    assert pf.check_memory(memory(250), 256.0, "n1")["status"] == "pass"  # MemTotal is a little below installed
-    low = pf.check_memory(memory(200), 256.0, "n7")
+    assert system.check_memory(memory(250), 256.0, "n1")["status"] == "pass"  # MemTotal is a little below installed
+    low = system.check_memory(memory(200), 256.0, "n7")
     assert low["status"] == "error"
     assert "n7 has 200.0 GiB" in low["message"] and "nodes.memory_gb" in low["message"]
     assert "exclude n7" in low["message"]
-    high = pf.check_memory(memory(512), 256.0, "n1")
+    high = system.check_memory(memory(512), 256.0, "n1")
     assert high["status"] == "warning" and "set nodes.memory_gb to 512.0" in high["message"]
-    assert pf.check_memory(memory(270), 256.0, "n1")["status"] == "pass"  # within 10%
-    assert pf.check_memory(memory(512), None, "n1")["status"] == "pass"
+    assert system.check_memory(memory(270), 256.0, "n1")["status"] == "pass"  # within 10%
+    assert system.check_memory(memory(512), None, "n1")["status"] == "pass"
 
 
 def test_memory_above_declared_invalidates_a_dataset_sized_from_it():
-    check = pf.check_memory(memory(260), 256.0, "n1", sizes_dataset=True)
+    check = system.check_memory(memory(260), 256.0, "n1", sizes_dataset=True)
     assert check["status"] == "error" and "INVALID" in check["message"] and "5 x client memory" in check["message"]
-    assert pf.check_memory(memory(256.5), 256.0, "n1", sizes_dataset=True)["status"] == "pass"  # rounding
+    assert system.check_memory(memory(256.5), 256.0, "n1", sizes_dataset=True)["status"] == "pass"  # rounding
 
 
 def test_cpu_count():
     cpu = {"model": "X", "logical": 2, "usable": 1}
-    warn = pf.check_cpu(cpu, 64, "n2")
+    warn = system.check_cpu(cpu, 64, "n2")
     assert warn["status"] == "warning" and "n2 has 2 CPUs" in warn["message"] and "nodes.cpus" in warn["message"]
-    assert pf.check_cpu(cpu, 2, "n2")["status"] == "pass"
-    assert pf.check_cpu(cpu, None, "n2")["status"] == "pass"
+    assert system.check_cpu(cpu, 2, "n2")["status"] == "pass"
+    assert system.check_cpu(cpu, None, "n2")["status"] == "pass"
 
 
 def test_python_version(monkeypatch):
-    assert pf.check_python()["status"] == "pass"
-    monkeypatch.setattr(pf, "PYTHON_MIN", (99, 0))
-    old = pf.check_python()
+    assert system.check_python()["status"] == "pass"
+    monkeypatch.setattr(system, "PYTHON_MIN", (99, 0))
+    old = system.check_python()
     assert old["status"] == "error" and "environment.python" in old["message"]
 
 
 def test_os_and_kernel_checks_keep_their_ids():
-    assert pf.check_os(DEBIAN)["id"] == "os.distribution"  # facts never override the check id
-    assert pf.check_os({"id": "", "id_like": "", "version_id": "", "name": ""})["status"] == "warning"
-    assert pf.check_kernel(node_facts.kernel_facts())["id"] == "os.kernel"
+    assert system.check_os(DEBIAN)["id"] == "os.distribution"  # facts never override the check id
+    assert system.check_os({"id": "", "id_like": "", "version_id": "", "name": ""})["status"] == "warning"
+    assert system.check_kernel(node_facts.kernel_facts())["id"] == "os.kernel"
 
 
 # ---------------------------------------------------------------------------------------------- python, executables
 
 def test_module_import_failures_say_how_to_install(tmp_path, monkeypatch):
-    missing = pf.check_module("no_such_module_xyz", {"no-such-module-xyz": "1.2.3"}, "n4")
+    missing = system.check_module("no_such_module_xyz", {"no-such-module-xyz": "1.2.3"}, "n4")
     assert missing["status"] == "error" and missing["id"] == "python.import.no_such_module_xyz"
     assert "on n4" in missing["message"]
     assert missing["hint"] == f"`{sys.executable} -m pip install no-such-module-xyz==1.2.3`"
     # A module that exists but fails while importing (a broken compiled extension, say) fails the check too.
     (tmp_path / "broken_mod_xyz.py").write_text("raise RuntimeError('libmpi.so.40: cannot open shared object')\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    broken = pf.check_module("broken_mod_xyz", None, "n4")
+    broken = system.check_module("broken_mod_xyz", None, "n4")
     assert broken["status"] == "error" and "libmpi.so.40" in broken["message"]
-    assert pf.check_module("json")["status"] == "pass"
+    assert system.check_module("json")["status"] == "pass"
 
 
 def test_lockfile_check(tmp_path):
     lock = tmp_path / "lock.txt"
     lock.write_text("click==0.0.1\nmpi4py==0.1\nnothere==2.0\n")
-    check, pinned = pf.check_lockfile(str(lock), "n2")
+    check, pinned = system.check_lockfile(str(lock), "n2")
     assert check["status"] == "error" and check["id"] == "python.lockfile"
     assert "2 of 2 packages on n2 differ" in check["message"]
     assert check["hint"] == f"`{sys.executable} -m pip install click==0.0.1 nothere==2.0`"
@@ -90,9 +90,9 @@ def test_lockfile_check(tmp_path):
     from importlib.metadata import version
 
     lock.write_text(f"click=={version('click')}\nmpi4py==0.1\n")
-    check, _ = pf.check_lockfile(str(lock), "n2")
+    check, _ = system.check_lockfile(str(lock), "n2")
     assert check["status"] == "pass" and "not compared" in check["message"]
-    check, _ = pf.check_lockfile(str(tmp_path / "absent.txt"), "n2")
+    check, _ = system.check_lockfile(str(tmp_path / "absent.txt"), "n2")
     assert check["status"] == "error" and "cannot read lockfile" in check["message"]
 
 
@@ -101,14 +101,14 @@ def test_executable_on_path_and_missing_with_hint(tmp_path, monkeypatch):
     stub.write_text("#!/bin/sh\n")
     stub.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert pf.check_executable("mpirun", "n1", DEBIAN) == {"id": "executable.mpirun", "status": "pass",
-                                                           "message": str(stub), "path": str(stub)}
+    assert system.check_executable("mpirun", "n1", DEBIAN) == {"id": "executable.mpirun", "status": "pass",
+                                                               "message": str(stub), "path": str(stub)}
     stub.chmod(0o644)  # not executable: as good as missing
-    check = pf.check_executable("mpirun", "n3", DEBIAN)
+    check = system.check_executable("mpirun", "n3", DEBIAN)
     assert check["status"] == "error" and "mpirun is not on PATH on n3" in check["message"]
     assert check["hint"].startswith("as root: `apt-get install -y openmpi-bin`")
-    full = pf.check_executable("/opt/apptainer/bin/apptainer", "n3", {"id": "rocky", "id_like": "rhel",
-                                                                      "version_id": "9"})
+    full = system.check_executable("/opt/apptainer/bin/apptainer", "n3", {"id": "rocky", "id_like": "rhel",
+                                                                          "version_id": "9"})
     assert full["id"] == "executable.apptainer" and "at /opt/apptainer/bin/apptainer" in full["message"]
     assert "`dnf install -y apptainer`" in full["hint"]
 
@@ -117,26 +117,27 @@ def test_executable_on_path_and_missing_with_hint(tmp_path, monkeypatch):
 
 def test_probe_creates_writes_and_cleans_up(tmp_path):
     target = tmp_path / "a" / "b"
-    error, created, cache = pf.probe_storage(str(target), "n1", test_cache=True)
+    error, created, cache = storage.probe_storage(str(target), "n1", test_cache=True)
     assert error is None and created and target.is_dir()
     assert list(target.iterdir()) == []  # the probe file is gone
     assert cache is not None and set(cache) == {"cached_after_write", "cached_after_fadvise"}
-    assert pf.check_writable("checkpoint_dir", str(target), "n1", error, created)["message"].endswith("(created)")
+    writable = storage.check_writable("checkpoint_dir", str(target), "n1", error, created)
+    assert writable["message"].endswith("(created)")
 
 
 def test_unwritable_directory_fails_with_node_and_fix(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    error, _, cache = pf.probe_storage(str(blocker / "ckpt"), "n3", test_cache=True)
+    error, _, cache = storage.probe_storage(str(blocker / "ckpt"), "n3", test_cache=True)
     assert error == "Not a directory" and cache is None
-    check = pf.check_writable("checkpoint_dir", str(blocker / "ckpt"), "n3", error, False)
+    check = storage.check_writable("checkpoint_dir", str(blocker / "ckpt"), "n3", error, False)
     assert check["id"] == "storage.checkpoint_dir.writable" and check["status"] == "error"
     assert "not writable from n3: Not a directory" in check["message"] and "storage.checkpoint_dir" in check["message"]
 
 
 def test_cache_drop_verified_on_this_filesystem(tmp_path):
-    _, _, cache = pf.probe_storage(str(tmp_path), "n1", test_cache=True)
-    check = pf.check_cache_drop("checkpoint_dir", str(tmp_path), "n1", cache, "ext4", required=True)
+    _, _, cache = storage.probe_storage(str(tmp_path), "n1", test_cache=True)
+    check = storage.check_cache_drop("checkpoint_dir", str(tmp_path), "n1", cache, "ext4", required=True)
     if cache["cached_after_write"] is None:
         pytest.skip("this filesystem has no RWF_NOWAIT reads: residency cannot be observed")
     assert check["status"] == "pass" and "verified" in check["message"]
@@ -144,35 +145,36 @@ def test_cache_drop_verified_on_this_filesystem(tmp_path):
 
 
 def test_cache_drop_that_does_not_evict(tmp_path, monkeypatch):
-    monkeypatch.setattr(pf, "_page_cached", lambda fd, buf: True)  # as on a client cache fadvise cannot drop
-    _, _, cache = pf.probe_storage(str(tmp_path), "n2", test_cache=True)
+    monkeypatch.setattr(storage, "_page_cached", lambda fd, buf: True)  # as on a client cache fadvise cannot drop
+    _, _, cache = storage.probe_storage(str(tmp_path), "n2", test_cache=True)
     assert cache == {"cached_after_write": True, "cached_after_fadvise": True}
-    soft = pf.check_cache_drop("checkpoint_dir", str(tmp_path), "n2", cache, "gpfs", required=False)
-    hard = pf.check_cache_drop("checkpoint_dir", str(tmp_path), "n2", cache, "gpfs", required=True)
+    soft = storage.check_cache_drop("checkpoint_dir", str(tmp_path), "n2", cache, "gpfs", required=False)
+    hard = storage.check_cache_drop("checkpoint_dir", str(tmp_path), "n2", cache, "gpfs", required=True)
     assert (soft["status"], hard["status"]) == ("warning", "error")
     assert "n2's page cache (gpfs" in hard["message"]
-    monkeypatch.setattr(pf, "_page_cached", lambda fd, buf: None)
-    _, _, cache = pf.probe_storage(str(tmp_path), "n2", test_cache=True)
-    assert pf.check_cache_drop("d", str(tmp_path), "n2", cache, "nfs4", required=False)["status"] == "pass"
-    assert pf.check_cache_drop("d", str(tmp_path), "n2", cache, "nfs4", required=True)["status"] == "warning"
+    monkeypatch.setattr(storage, "_page_cached", lambda fd, buf: None)
+    _, _, cache = storage.probe_storage(str(tmp_path), "n2", test_cache=True)
+    assert storage.check_cache_drop("d", str(tmp_path), "n2", cache, "nfs4", required=False)["status"] == "pass"
+    assert storage.check_cache_drop("d", str(tmp_path), "n2", cache, "nfs4", required=True)["status"] == "warning"
 
 
 def test_filesystem_type_expectation(tmp_path):
     mounts = node_facts.parse_mounts("/dev/vda / ext4 rw 0 0\n10.0.0.1@tcp:/fs /lus lustre rw 0 0\n")
-    ok = pf.check_filesystem("data_dir", "/lus/data", node_facts.mount_for("/lus/data", mounts), "lustre", "n1")
+    ok = storage.check_filesystem("data_dir", "/lus/data", node_facts.mount_for("/lus/data", mounts), "lustre", "n1")
     assert ok["status"] == "pass" and ok["fstype"] == "lustre" and ok["mount_point"] == "/lus"
-    bad = pf.check_filesystem("data_dir", "/scratch/data", node_facts.mount_for("/scratch/data", mounts), "lustre",
-                              "n3")
+    bad = storage.check_filesystem("data_dir", "/scratch/data", node_facts.mount_for("/scratch/data", mounts),
+                                   "lustre", "n3")
     assert bad["status"] == "error"
     assert "is on ext4 (/dev/vda at /) on n3, the profile expects lustre" in bad["message"]
     assert "storage.filesystem_type" in bad["message"]
-    assert pf.check_filesystem("data_dir", "/x", node_facts.mount_for("/x", mounts), None, "n3")["status"] == "pass"
+    anything = storage.check_filesystem("data_dir", "/x", node_facts.mount_for("/x", mounts), None, "n3")
+    assert anything["status"] == "pass"
 
 
 def test_free_space(tmp_path):
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    assert pf.check_free_space("checkpoint_dir", str(tmp_path), 1 << 20, "n1")["status"] == "pass"
-    short = pf.check_free_space("checkpoint_dir", str(tmp_path / "not" / "yet"), free * 4, "n1")
+    assert storage.check_free_space("checkpoint_dir", str(tmp_path), 1 << 20, "n1")["status"] == "pass"
+    short = storage.check_free_space("checkpoint_dir", str(tmp_path / "not" / "yet"), free * 4, "n1")
     assert short["status"] == "error" and short["required_bytes"] == free * 4
     assert "free on n1, the run needs" in short["message"]
 
@@ -182,14 +184,15 @@ def test_separate_filesystems(tmp_path):
     a, b = tmp_path / "data", tmp_path / "results"
     a.mkdir()
     b.mkdir()
-    same = pf.check_separate({"id": "data_dir", "path": str(a)}, {"id": "results_dir", "path": str(b)}, mounts, "n1")
+    same = storage.check_separate({"id": "data_dir", "path": str(a)}, {"id": "results_dir", "path": str(b)}, mounts,
+                                  "n1")
     assert same["status"] == "error" and same["id"] == "storage.separate.data_dir.results_dir"
     assert "MLPerf Storage requires them on different filesystems" in same["message"]
     shm = Path("/dev/shm")
     if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
         pytest.skip("no second filesystem (/dev/shm) here")
-    other = pf.check_separate({"id": "data_dir", "path": str(shm)}, {"id": "results_dir", "path": str(b)}, mounts,
-                              "n1")
+    other = storage.check_separate({"id": "data_dir", "path": str(shm)}, {"id": "results_dir", "path": str(b)},
+                                   mounts, "n1")
     assert other["status"] == "pass"
 
 
@@ -197,22 +200,22 @@ def test_separate_filesystems(tmp_path):
 
 def test_ring_targets_are_symmetric_and_bounded():
     nodes = [f"c{i:03d}" for i in range(100)]
-    targets = {n: pf.token_targets(nodes, i) for i, n in enumerate(nodes)}
-    assert all(len(t) == pf.SHARED_NEIGHBOURS and n not in t for n, t in targets.items())
+    targets = {n: tokens.token_targets(nodes, i) for i, n in enumerate(nodes)}
+    assert all(len(t) == tokens.SHARED_NEIGHBOURS and n not in t for n, t in targets.items())
     checked_by = {n: sum(n in t for t in targets.values()) for n in nodes}
-    assert set(checked_by.values()) == {pf.SHARED_NEIGHBOURS}
+    assert set(checked_by.values()) == {tokens.SHARED_NEIGHBOURS}
     small = ["a", "b", "c"]
-    assert pf.token_targets(small, 1) == ["a", "c"]
+    assert tokens.token_targets(small, 1) == ["a", "c"]
 
 
 def test_wait_for_tokens_returns_at_once_or_after_the_timeout(tmp_path):
     index = {"a": 0, "b": 1}
-    paths = {n: pf.token_path(str(tmp_path), "7", index, n) for n in index}
-    assert pf.write_token(paths["a"], "a") is None
-    missing, waited = pf.wait_for_tokens({"d": {"a": paths["a"]}}, timeout=5)
+    paths = {n: tokens.token_path(str(tmp_path), "7", index, n) for n in index}
+    assert tokens.write_token(paths["a"], "a") is None
+    missing, waited = tokens.wait_for_tokens({"d": {"a": paths["a"]}}, timeout=5)
     assert missing == {"d": set()} and waited < 1
     started = time.monotonic()
-    missing, waited = pf.wait_for_tokens({"d": {"a": paths["a"], "b": paths["b"]}}, timeout=0.3)
+    missing, waited = tokens.wait_for_tokens({"d": {"a": paths["a"], "b": paths["b"]}}, timeout=0.3)
     assert missing == {"d": {"b"}} and 0.3 <= time.monotonic() - started < 2
 
 
@@ -229,7 +232,7 @@ def run_nodes(specs: dict[str, dict]) -> dict[str, tuple]:
     nodes = sorted(specs)
 
     def one(node: str) -> None:
-        out[node] = pf.run_node_checks({"preflight": specs[node]}, node=node, job="99", nodes=nodes)
+        out[node] = run_node_checks({"preflight": specs[node]}, node=node, job="99", nodes=nodes)
 
     threads = [threading.Thread(target=one, args=(n,)) for n in nodes]
     for t in threads:
@@ -262,24 +265,24 @@ def test_a_node_local_directory_is_missing_from_the_others_view(tmp_path):
 
 def test_only_results_dir_is_shared_when_storage_is_node_local(tmp_path):
     spec = spec_for(tmp_path / "ckpt", tmp_path / "results", storage_shared=False)
-    assert [d["id"] for d in pf._shared_dirs(spec)] == ["results_dir"]
+    assert [d["id"] for d in tokens.shared_dirs(spec)] == ["results_dir"]
     spec["storage"][0]["shared"] = True  # a directory can insist
-    assert [d["id"] for d in pf._shared_dirs(spec)] == ["checkpoint_dir", "results_dir"]
+    assert [d["id"] for d in tokens.shared_dirs(spec)] == ["checkpoint_dir", "results_dir"]
 
 
 def test_node_outside_an_allocation_skips_the_token_test(tmp_path):
     spec = spec_for(tmp_path / "ckpt", tmp_path / "results")
-    _, _, shared = pf.run_node_checks({"preflight": spec}, node="login1", job="1", nodes=["n1", "n2"])
+    _, _, shared = run_node_checks({"preflight": spec}, node="login1", job="1", nodes=["n1", "n2"])
     assert "not in SLURM_JOB_NODELIST" in shared["skipped"]
     assert not any((tmp_path / "ckpt").glob(".mlps-preflight-*"))
 
 
 def test_separate_filesystem_rule_applies_only_with_both_dirs(tmp_path):
     spec = spec_for(tmp_path / "ckpt", tmp_path / "results", separate_filesystems=[["data_dir", "results_dir"]])
-    checks, _, _ = pf.run_node_checks({"preflight": spec}, node="n1", job="1", nodes=["n1"])
+    checks, _, _ = run_node_checks({"preflight": spec}, node="n1", job="1", nodes=["n1"])
     assert not any(c["id"].startswith("storage.separate.") for c in checks)
     spec["storage"].insert(0, {"id": "data_dir", "path": str(tmp_path / "data"), "required_free_bytes": 0})
-    checks, _, _ = pf.run_node_checks({"preflight": spec}, node="n1", job="1", nodes=["n1"])
+    checks, _, _ = run_node_checks({"preflight": spec}, node="n1", job="1", nodes=["n1"])
     (sep,) = [c for c in checks if c["id"].startswith("storage.separate.")]
     assert sep["id"] == "storage.separate.data_dir.results_dir" and sep["status"] == "error"
 
@@ -294,7 +297,7 @@ def test_node_main_writes_an_index_line_and_the_full_report(tmp_path, monkeypatc
     monkeypatch.setenv("SLURM_JOB_ID", "5")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "n1")
     started = time.monotonic()
-    assert pf.node_main(run) == 0
+    assert node_main(run) == 0
     assert time.monotonic() - started < 2  # the node check is on the critical path of every run
     import json
 
@@ -309,7 +312,7 @@ def test_node_main_writes_an_index_line_and_the_full_report(tmp_path, monkeypatc
 
 def test_writable_check_says_when_the_preflight_created_the_directory(tmp_path):
     spec = spec_for(tmp_path / "new" / "ckpt", tmp_path)
-    checks, _, shared = pf.run_node_checks({"preflight": spec}, node="n1", job="1", nodes=["n1"])
+    checks, _, shared = run_node_checks({"preflight": spec}, node="n1", job="1", nodes=["n1"])
     writable = {c["id"]: c for c in checks}
     assert writable["storage.checkpoint_dir.writable"]["created"] is True  # although the token made it first
     assert writable["storage.results_dir.writable"]["created"] is False

@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from mlps_slurm.rundir import RunDirectory, atomic_write_json
-from mlps_slurm.steps import preflight as pf
+from mlps_slurm.steps.preflight import gather as pf_gather
+from mlps_slurm.steps.preflight.common import ALL_NODES, FAIL, PASS, WARN, compact_nodes, make_check
+from mlps_slurm.steps.preflight.report import _replace_word, encode_report, format_text, write_outputs
+from mlps_slurm.steps.preflight.tokens import token_targets
 
 NOW = 1_800_000_000.0
 DIR = "/shared/ckpt"
@@ -23,7 +26,7 @@ def make_run(tmp_path: Path, **spec) -> RunDirectory:
 
 
 def report(node: str, *, checks=None, targets=None, missing=None, token=True, job="9", end=NOW - 1.0) -> dict:
-    checks = checks if checks is not None else [pf._check("os.kernel", pf.PASS, "Linux")]
+    checks = checks if checks is not None else [make_check("os.kernel", PASS, "Linux")]
     shared = None
     if targets is not None:
         shared = {"targets": targets, "timeout_s": 5.0, "waited_s": 0.1,
@@ -35,7 +38,7 @@ def report(node: str, *, checks=None, targets=None, missing=None, token=True, jo
 
 
 def write(run: RunDirectory, rep: dict) -> None:
-    (run.preflight / "nodes" / f"{rep['node']}.json").write_bytes(pf.encode_report(rep))
+    (run.preflight / "nodes" / f"{rep['node']}.json").write_bytes(encode_report(rep))
 
 
 def write_mpi(run: RunDirectory, nodes: list[str], offsets: dict | None = None, reference: str = "n1",
@@ -47,7 +50,7 @@ def write_mpi(run: RunDirectory, nodes: list[str], offsets: dict | None = None, 
 
 
 def gather(run: RunDirectory, nodes: list[str]) -> dict:
-    return pf.gather(run, nodes, now=NOW, batch_host="n1", job_id="9").as_dict()
+    return pf_gather.gather(run, nodes, now=NOW, batch_host="n1", job_id="9").as_dict()
 
 
 def check(summary: dict, node: str, cid: str) -> dict:
@@ -55,7 +58,7 @@ def check(summary: dict, node: str, cid: str) -> dict:
 
 
 def ring(nodes: list[str]) -> dict[str, list[str]]:
-    return {n: pf.token_targets(nodes, i) for i, n in enumerate(nodes)}
+    return {n: token_targets(nodes, i) for i, n in enumerate(nodes)}
 
 
 NODES4 = ["n1", "n2", "n3", "n4"]
@@ -113,7 +116,7 @@ def test_two_nodes_that_disagree_are_both_reported(tmp_path):
 
 def test_a_node_that_could_not_write_its_token_is_not_blamed_twice(tmp_path):
     run = make_run(tmp_path)
-    bad = [pf._check("storage.checkpoint_dir.writable", pf.FAIL, "not writable from n3: Read-only file system")]
+    bad = [make_check("storage.checkpoint_dir.writable", FAIL, "not writable from n3: Read-only file system")]
     for n, t in ring(NODES4).items():
         write(run, report(n, targets=t, token=n != "n3", missing=["n3"] if n != "n3" else [],
                           checks=bad if n == "n3" else None))
@@ -143,7 +146,7 @@ def test_missing_unreadable_and_stale_reports(tmp_path):
 
 def test_one_line_report_is_accepted(tmp_path):
     run = make_run(tmp_path)
-    legacy = report("n1", checks=[pf._check("python.version", pf.FAIL, "too old")])
+    legacy = report("n1", checks=[make_check("python.version", FAIL, "too old")])
     legacy = {"checks": legacy.pop("checks"), **legacy}  # checks first: gather must still append after them
     (run.preflight / "nodes" / "n1.json").write_text(json.dumps(legacy, indent=2))
     write_mpi(run, ["n1"])
@@ -158,7 +161,7 @@ def test_mpi_json_missing_failed_or_short(tmp_path):
         write(run, report(n))
     summary = gather(run, NODES4)
     (failure,) = summary["failures"]
-    assert (failure["node"], failure["check"]) == (pf.ALL_NODES, "mpi.collective")
+    assert (failure["node"], failure["check"]) == (ALL_NODES, "mpi.collective")
     assert "wrote no" in failure["message"] and "mpi.json" in failure["message"]
     write_mpi(run, ["n1", "n2", "n4"])
     (failure,) = gather(run, NODES4)["failures"]
@@ -211,10 +214,10 @@ def test_clock_fallback_without_mpi_detects_a_clock_ahead(tmp_path):
 def test_written_outputs_keep_the_keys_other_code_reads(tmp_path, monkeypatch):
     run = make_run(tmp_path, storage=[{"id": "checkpoint_dir", "path": str(tmp_path / "ckpt")}])
     for n, t in ring(NODES4).items():
-        write(run, report(n, targets=t, checks=[pf._check("os.kernel", pf.PASS, "Linux"),
-                                                pf._check("memory.size", pf.WARN, f"{n} has 8.0 GiB of memory")]))
-    write(run, report("n3", targets=ring(NODES4)["n3"], checks=[pf._check(
-        "executable.mpirun", pf.FAIL, "mpirun is not on PATH on n3; as root: `apt-get install -y openmpi-bin`",
+        write(run, report(n, targets=t, checks=[make_check("os.kernel", PASS, "Linux"),
+                                                make_check("memory.size", WARN, f"{n} has 8.0 GiB of memory")]))
+    write(run, report("n3", targets=ring(NODES4)["n3"], checks=[make_check(
+        "executable.mpirun", FAIL, "mpirun is not on PATH on n3; as root: `apt-get install -y openmpi-bin`",
         hint="as root: `apt-get install -y openmpi-bin`")]))
     write_mpi(run, NODES4)
     tokens = tmp_path / "ckpt" / ".mlps-preflight-9" / "00000"
@@ -222,7 +225,7 @@ def test_written_outputs_keep_the_keys_other_code_reads(tmp_path, monkeypatch):
     (tokens / "n1").write_text("n1\n")
     monkeypatch.setenv("SLURM_JOB_ID", "9")
     monkeypatch.setenv("SLURMD_NODENAME", "n1")
-    assert pf.gather_main(run, NODES4) == 1
+    assert pf_gather.gather_main(run, NODES4) == 1
     summary = json.loads((run.preflight / "preflight.json").read_text())
     for key in ("ok", "nodes", "failures", "warnings", "reports"):
         assert key in summary
@@ -244,8 +247,8 @@ def test_format_text_of_a_decoded_preflight_json_matches(tmp_path):
     for n in NODES4:
         write(run, report(n))
     write_mpi(run, NODES4)
-    gathered = pf.gather(run, NODES4, now=NOW, batch_host="n1", job_id="9")
-    assert pf.format_text(gathered) == pf.format_text(gathered.as_dict())
+    gathered = pf_gather.gather(run, NODES4, now=NOW, batch_host="n1", job_id="9")
+    assert format_text(gathered) == format_text(gathered.as_dict())
     decoded = json.loads(b"".join(gathered.chunks()))
     assert decoded == json.loads(json.dumps(gathered.as_dict()))
 
@@ -259,18 +262,18 @@ def test_format_text_of_a_decoded_preflight_json_matches(tmp_path):
     ([], ""),
 ])
 def test_compact_nodes(names, expected):
-    assert pf.compact_nodes(names) == expected
+    assert compact_nodes(names) == expected
 
 
 def test_compact_nodes_round_trips_through_hostlist_expand():
     from mlps_slurm import hostlist
 
     names = [f"c{i:04d}" for i in range(1, 5000, 3)] + ["login1", "x"]
-    assert sorted(hostlist.expand(pf.compact_nodes(names))) == sorted(names)
+    assert sorted(hostlist.expand(compact_nodes(names))) == sorted(names)
 
 
 def test_replace_word_only_replaces_the_whole_node_name():
-    assert pf._replace_word("n1 and n10 and /data/n1 and n1.", "n1", "<node>") == \
+    assert _replace_word("n1 and n10 and /data/n1 and n1.", "n1", "<node>") == \
         "<node> and n10 and /data/n1 and <node>."
 
 
@@ -278,14 +281,14 @@ def test_gather_of_many_nodes_is_fast(tmp_path):
     """A smoke-sized version of benchmarks/preflight_gather.py: 2,000 reports in well under a second."""
     nodes = [f"c{i:05d}" for i in range(1, 2001)]
     run = make_run(tmp_path)
-    checks = [pf._check(f"check.{i}", pf.PASS, "fine " * 10, value=i) for i in range(15)]
+    checks = [make_check(f"check.{i}", PASS, "fine " * 10, value=i) for i in range(15)]
     targets = ring(nodes)
     for n in nodes:
         write(run, report(n, targets=targets[n], checks=checks))
     write_mpi(run, nodes)
     started = time.perf_counter()
-    gathered = pf.gather(run, nodes, now=NOW, batch_host="c00001", job_id="9")
-    pf.write_outputs(run, gathered)
+    gathered = pf_gather.gather(run, nodes, now=NOW, batch_host="c00001", job_id="9")
+    write_outputs(run, gathered)
     elapsed = time.perf_counter() - started
     assert gathered["ok"] and len(gathered["nodes"]) == 2000
     assert elapsed < 1.0, f"gathering 2,000 reports took {elapsed:.2f} s"

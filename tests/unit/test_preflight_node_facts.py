@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mlps_slurm.steps import node_facts as nf
+from mlps_slurm.steps.preflight import node_facts as nf
 
 
 def write(path: Path, text: str) -> None:

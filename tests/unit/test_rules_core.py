@@ -73,9 +73,9 @@ def test_check_request_before_anything_runs():
 
 
 def test_describe_node_reads_the_preflight_node_facts_shape():
-    """Producer (mlps_slurm.steps.node_facts, on this machine) and reader must agree on the keys."""
+    """Producer (mlps_slurm.steps.preflight.node_facts, on this machine) and reader must agree on the keys."""
     from mlps_slurm.rules.facts import describe_node
-    from mlps_slurm.steps import node_facts
+    from mlps_slurm.steps.preflight import node_facts
 
     facts = {"os": node_facts.os_facts(), "kernel": node_facts.kernel_facts(), "cpu": node_facts.cpu_facts(),
              "memory": node_facts.memory_facts(), "nics": node_facts.nic_facts()}

@@ -79,7 +79,7 @@ def test_drop_dataset_cache_evicts_the_files(tmp_path):
     before = shim.mean_resident(paths)
     result = shim.drop_dataset_cache(paths)
     assert result["files"] == 4 and result["failed"] == 0 and result["sampled"] == 4
-    from mlps_slurm.steps.node_facts import mount_for, read_mounts
+    from mlps_slurm.steps.preflight.node_facts import mount_for, read_mounts
 
     mount = mount_for(str(tmp_path), read_mounts())
     if before is None or (mount is not None and mount.fstype == "tmpfs"):
