@@ -105,50 +105,45 @@ def sbatch_directives(profile: SiteProfile, run_dir: str, key: str, kind: str, b
 
 def container_mounts(profile: SiteProfile, run_dir: str) -> list[str]:
     """The profile's mounts plus every directory the run reads or writes, mounted at the same path."""
-    mounts = list(profile.get("container.mounts"))
-    for path in (str(Path(run_dir).parent), profile.get("storage.checkpoint_dir"), profile.get("storage.data_dir"),
-                 profile.get("storage.kvcache_dir")):
-        if not any(m.split(":")[0] == path for m in mounts):
-            mounts.append(f"{path}:{path}")
-    return mounts
+    from mlps_slurm import containers
+
+    return containers.mounts(profile, run_dir)
 
 
 def pyxis_srun_options(profile: SiteProfile, run_dir: str) -> list[str]:
-    if profile.get("container.runtime") != "pyxis":
-        return []
-    return [f"--container-image={profile.get('container.image')}",
-            "--container-mounts=" + ",".join(container_mounts(profile, run_dir)),
-            *profile.get("container.extra_args")]
+    """The srun options of the profile's container runtime (pyxis's; none for the others)."""
+    from mlps_slurm import containers
+
+    return containers.get(profile.get("container.runtime")).srun_options(profile, run_dir)
 
 
 def apptainer_prefix(profile: SiteProfile, run_dir: str) -> list[str]:
-    if profile.get("container.runtime") != "apptainer":
-        return []
-    return [profile.get("container.apptainer"), "exec", "--bind", ",".join(container_mounts(profile, run_dir)),
-            *profile.get("container.extra_args"), profile.get("container.image")]
+    """The command prefix of the profile's container runtime (apptainer exec ...; none for the others)."""
+    from mlps_slurm import containers
+
+    return containers.get(profile.get("container.runtime")).exec_prefix(profile, run_dir)
 
 
 def batch_host_command(profile: SiteProfile, run_dir: str, argv: list[str]) -> list[str]:
     """A single command on the batch host, inside the container when there is one."""
-    pyxis = pyxis_srun_options(profile, run_dir)
-    if pyxis:  # pyxis enters a container only through srun
-        return ["srun", "--nodes=1", "--ntasks=1", *pyxis, *argv]
-    return [*apptainer_prefix(profile, run_dir), *argv]
+    from mlps_slurm import containers
+
+    return containers.get(profile.get("container.runtime")).batch_host_command(profile, run_dir, argv)
 
 
 def per_node_command(profile: SiteProfile, run_dir: str, nodes: int, argv: list[str]) -> list[str]:
     """One task on each node of the allocation (srun: the scheduler's own tool, whatever the MPI launcher)."""
-    return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", *pyxis_srun_options(profile, run_dir),
-            *apptainer_prefix(profile, run_dir), *argv]
+    from mlps_slurm import containers
+
+    return containers.get(profile.get("container.runtime")).per_node_command(profile, run_dir, nodes, argv)
 
 
 def launcher_argv(profile: SiteProfile, num_tasks: int, run_dir: str) -> list[str]:
     """The parallel launch prefix inside an allocation (scheduler and launcher are separate axes)."""
-    extra = list(profile.get("launcher.extra_args"))
-    if profile.get("launcher.kind") == "srun":
-        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--ntasks={num_tasks}", *extra,
-                *pyxis_srun_options(profile, run_dir), *apptainer_prefix(profile, run_dir)]
-    return ["mpirun", "-np", str(num_tasks), *extra, *apptainer_prefix(profile, run_dir)]
+    from mlps_slurm import containers, launchers
+
+    return launchers.get(profile.get("launcher.kind")).launch_prefix(
+        profile, num_tasks, containers.get(profile.get("container.runtime")), run_dir)
 
 
 def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
@@ -159,10 +154,14 @@ def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
     dirs = [{"id": sid, "path": path, "required_free_bytes": nbytes} for sid, path, nbytes in storage]
     # Result and log files are small; 64 MiB of headroom keeps a nearly full results filesystem from passing.
     dirs.append({"id": "results_dir", "path": results_root, "required_free_bytes": 64 << 20})
-    launcher = profile.get("launcher.kind")
-    executables = ["srun"] if launcher == "srun" else ["srun", "mpirun"]
-    if profile.get("container.runtime") == "apptainer":
-        executables.append(profile.get("container.apptainer"))
+    from mlps_slurm import containers, launchers
+
+    # srun for the per-node steps every chain runs, then what the launcher and the container runtime need.
+    executables = ["srun"]
+    for name in (*launchers.get(profile.get("launcher.kind")).executables(profile),
+                 *containers.get(profile.get("container.runtime")).executables(profile)):
+        if name not in executables:
+            executables.append(name)
     return {
         "python": python,
         "python_modules": ["mlps_slurm", *engine_modules],

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, Iterator, Sequence
 
 # Slurm time formats accepted by --time: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, and UNLIMITED/INFINITE.
 _SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2}|UNLIMITED|INFINITE)$")
@@ -24,11 +24,49 @@ class Field:
     default: Any
     doc: str
     nullable: bool = False
-    choices: tuple[str, ...] = ()
+    choices: Sequence[str] = ()
     minimum: float | None = None
     pattern: re.Pattern[str] | None = None
     pattern_help: str = ""
     required: bool = False
+
+
+class Registered(Sequence[str]):
+    """Choices read from a registry each time they are checked, so a launcher or container runtime registered
+    after this module was imported is accepted; the registry is imported on first use (not by `--help`)."""
+
+    def __init__(self, names: Callable[[], tuple[str, ...]]) -> None:
+        self._names = names
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __contains__(self, value: object) -> bool:
+        return value in self._names()
+
+    def __repr__(self) -> str:
+        return f"Registered({self._names()!r})"
+
+
+def _launcher_kinds() -> tuple[str, ...]:
+    from mlps_slurm import launchers
+    return launchers.names()
+
+
+def _mpi_plugins() -> tuple[str, ...]:
+    from mlps_slurm import launchers
+    return launchers.mpi_plugins()
+
+
+def _container_runtimes() -> tuple[str, ...]:
+    from mlps_slurm import containers
+    return containers.names()
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -85,8 +123,10 @@ SCHEMA: dict[str, Field] = {
     "nodes.accelerators_per_node": Field("int", 8, "Simulated accelerators (benchmark ranks) per node.",
                                          minimum=1),
     # --- how parallel tasks are launched inside an allocation
-    "launcher.kind": Field("str", "srun", "Parallel launcher inside the allocation.", choices=("srun", "mpirun")),
-    "launcher.mpi": Field("str", "pmix", "srun --mpi plugin matching the site's MPI.", choices=("pmix", "pmi2", "none")),
+    "launcher.kind": Field("str", "srun", "Parallel launcher inside the allocation.",
+                           choices=Registered(_launcher_kinds)),
+    "launcher.mpi": Field("str", "pmix", "srun --mpi plugin matching the site's MPI.",
+                          choices=Registered(_mpi_plugins)),
     "launcher.extra_args": Field("list[str]", [], "Extra arguments for the launcher, one per item."),
     # --- the software environment of every job
     "environment.python": Field("str", None,
@@ -103,7 +143,7 @@ SCHEMA: dict[str, Field] = {
                                "Shell lines run verbatim before the job's work (admin-owned; not quoted)."),
     # --- containers: the engines and steps run inside the image
     "container.runtime": Field("str", "none", "Container runtime for the job steps.",
-                               choices=("none", "pyxis", "apptainer")),
+                               choices=Registered(_container_runtimes)),
     "container.image": Field("str", None, "Image: an enroot/pyxis image URI or squashfs path, or an Apptainer "
                              ".sif path; required when container.runtime is not none.", nullable=True),
     "container.mounts": Field("list[str]", [], "Host paths made visible in the container, as SRC[:DST[:OPTS]]. "
@@ -237,22 +277,12 @@ def _type_name(value: Any) -> str:
 
 
 def cross_field_problems(values: dict[str, Any]) -> list[tuple[str, str, str, tuple[str, ...]]]:
-    """Problems that involve several keys: (key, problem, fix, the keys involved)."""
-    problems = []
-    runtime = values["container.runtime"]
-    if runtime != "none" and not values["container.image"]:
-        problems.append(("container.image", f"is required when container.runtime is {runtime}",
-                         "set container.image to the image to run, or container.runtime to none",
-                         ("container.runtime",)))
-    if runtime == "pyxis" and values["launcher.kind"] != "srun":
-        problems.append(("launcher.kind", "pyxis containers are started by srun, so launcher.kind must be srun",
-                         "set launcher.kind: srun, or use container.runtime: apptainer with mpirun",
-                         ("launcher.kind", "container.runtime")))
-    if runtime == "none" and values["container.image"]:
-        problems.append(("container.runtime", "container.image is set but container.runtime is none",
-                         "set container.runtime to pyxis or apptainer, or remove container.image",
-                         ("container.image",)))
-    return problems
+    """Problems that involve several keys: (key, problem, fix, the keys involved). The launcher and the container
+    runtime own their checks (e.g. pyxis needs an srun launcher, an image is needed unless the runtime is none)."""
+    from mlps_slurm import containers, launchers
+
+    launcher = launchers.get(values["launcher.kind"])
+    return [*launcher.problems(values), *containers.get(values["container.runtime"]).problems(values, launcher)]
 
 
 def commented_template(name: str) -> str:

@@ -1,0 +1,100 @@
+"""Parallel launchers: how N tasks start inside an allocation (ReFrame's launchers; the scheduler is another axis).
+Registered by name; the profile's launcher.kind accepts exactly the registered names, launcher.mpi the MPI plugins
+they declare.
+
+Adding a launcher is one class: subclass `Launcher`, decorate it with `@register_launcher("name")` and import its
+module before the profile is loaded. This module imports nothing of mlps_slurm at run time (the profile schema asks
+it for the names), so it can never be part of an import cycle.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
+
+if TYPE_CHECKING:
+    from mlps_slurm.containers import ContainerRuntime, Problem, Settings
+
+
+class Launcher:
+    name: ClassVar[str] = ""
+    # Values of launcher.mpi this launcher understands (srun's --mpi plugins); empty: launcher.mpi is not used.
+    mpi_plugins: ClassVar[tuple[str, ...]] = ()
+    # The launch line is an srun step, so srun plugins' options (pyxis) can start its tasks in a container.
+    carries_srun_options: ClassVar[bool] = False
+
+    def launch_prefix(self, profile: Settings, num_tasks: int, container: ContainerRuntime,
+                      run_dir: str) -> list[str]:
+        """The words before the program that start it on `num_tasks` tasks, inside the container if any."""
+        raise NotImplementedError
+
+    def executables(self, profile: Settings) -> list[str]:
+        """What the preflight must find on every node for this launcher."""
+        return []
+
+    def problems(self, values: Settings) -> list[Problem]:
+        """Profile values that cannot work with this launcher: (key, problem, fix, the keys involved)."""
+        return []
+
+
+REGISTRY: dict[str, type[Launcher]] = {}
+_L = TypeVar("_L", bound=type[Launcher])
+
+
+class UnknownLauncher(KeyError):
+    def __str__(self) -> str:
+        return f"unknown launcher {self.args[0]!r}; registered launchers: {', '.join(REGISTRY)}"
+
+
+def register_launcher(name: str) -> Callable[[_L], _L]:
+    def register(cls: _L) -> _L:
+        if name in REGISTRY:
+            raise ValueError(f"launcher {name!r} is already registered (by {REGISTRY[name].__qualname__})")
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+    return register
+
+
+def names() -> tuple[str, ...]:
+    return tuple(REGISTRY)
+
+
+def mpi_plugins() -> tuple[str, ...]:
+    """Every value launcher.mpi may take: the MPI plugins of the registered launchers, in registration order."""
+    return tuple(dict.fromkeys(p for cls in REGISTRY.values() for p in cls.mpi_plugins))
+
+
+def get(name: str) -> Launcher:
+    try:
+        cls = REGISTRY[name]
+    except (KeyError, TypeError):  # TypeError: an unhashable name
+        raise UnknownLauncher(name) from None
+    return cls()
+
+
+@register_launcher("srun")
+class Srun(Launcher):
+    mpi_plugins = ("pmix", "pmi2", "none")
+    carries_srun_options = True
+
+    def launch_prefix(self, profile: Settings, num_tasks: int, container: ContainerRuntime,
+                      run_dir: str) -> list[str]:
+        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--ntasks={num_tasks}",
+                *profile.get("launcher.extra_args"), *container.srun_options(profile, run_dir),
+                *container.exec_prefix(profile, run_dir)]
+
+    def executables(self, profile: Settings) -> list[str]:
+        return ["srun"]
+
+
+@register_launcher("mpirun")
+class Mpirun(Launcher):
+    """The site MPI's mpirun inside the allocation (it learns the nodes from Slurm's environment)."""
+
+    def launch_prefix(self, profile: Settings, num_tasks: int, container: ContainerRuntime,
+                      run_dir: str) -> list[str]:
+        return ["mpirun", "-np", str(num_tasks), *profile.get("launcher.extra_args"),
+                *container.exec_prefix(profile, run_dir)]
+
+    def executables(self, profile: Settings) -> list[str]:
+        return ["mpirun"]
