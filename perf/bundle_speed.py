@@ -6,7 +6,7 @@ per-rank log files, about 3,000 files and 200 MB in total (three quarters log te
 Then it times verify_runs() alone, make_bundle() (verify + submission tree + SHA256SUMS + tar.gz), and
 `tar czf` of the same runs, and prints the figures and the ratio. Target: bundling within 1.2 x `tar czf`.
 
-    .venv/bin/python benchmarks/bundle_speed.py [--files 3000] [--megabytes 200] [--workdir DIR] [--keep]
+    .venv/bin/python perf/bundle_speed.py [--files 3000] [--megabytes 200] [--workdir DIR] [--keep]
 """
 
 from __future__ import annotations

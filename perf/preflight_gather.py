@@ -12,7 +12,7 @@ an mpi.json, then runs each measurement in a fresh interpreter (so that peak RSS
 
 Files are warm in the page cache (just written), so this measures the code, not the disk.
 
-    .venv/bin/python benchmarks/preflight_gather.py [--nodes 10000] [--keep]
+    .venv/bin/python perf/preflight_gather.py [--nodes 10000] [--keep]
 """
 
 from __future__ import annotations
