@@ -1,4 +1,4 @@
-"""Login-node orchestration: plan -> run directory -> Slurm chain, and reading a chain's state back.
+"""A run directory's chain in Slurm: submit it, read its state back, wait for it.
 
 Nothing here stays alive after submission: Slurm dependencies drive the chain (afterok + kill-on-invalid-dep
 after the preflight, afterany for finalize), so the user can log out.
@@ -7,101 +7,13 @@ after the preflight, afterany for finalize), so the user can log out.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import sys
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
-from mlps_slurm import __version__
-from mlps_slurm.plan import Plan
 from mlps_slurm.plan_suite import member_key
-from mlps_slurm.profile import SiteProfile
-from mlps_slurm.render import render_plan
 from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
 from mlps_slurm.slurm import Dependency, JobState, SlurmBackend, SlurmError, combined_state
-
-
-def jobs_python(profile: SiteProfile) -> str:
-    """The interpreter jobs run: the profile's, or the one running mlps-slurm (same environment everywhere)."""
-    return profile.get("environment.python") or sys.executable
-
-
-def profile_digest(profile: SiteProfile) -> str:
-    return hashlib.sha256(json.dumps(profile.values, sort_keys=True).encode()).hexdigest()
-
-
-def write_run(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: dict[str, str]) -> dict[str, Any]:
-    """Write scripts, resolved profile and manifest into a (staged) run directory; for a suite, also each
-    workload's run directory (its manifest; its jobs' scripts are the suite's)."""
-    for name, text in scripts.items():
-        atomic_write_text(run.scripts / name, text, mode=0o755)
-    manifest = _write_manifest(plan, profile, run, list(scripts))
-    script_of = {job.key: name for job, name in zip(plan.jobs, scripts)}
-    for (rel, member), info in zip(plan.members, plan.request.get("members", [])):
-        member_run = RunDirectory(run.path / rel)
-        for sub in ("logs", "raw", "results"):
-            (member_run.path / sub).mkdir(parents=True, exist_ok=True)
-        # The suite's preflight checked the nodes for this run too; the finalize replaces the link with a copy,
-        # so the finished run directory stands alone.
-        (member_run.path / "preflight").symlink_to(Path("..", "..", "preflight"))
-        _write_manifest(member, profile, member_run,
-                        [f"../../scripts/{script_of[member_key(info['name'], job.key)]}" for job in member.jobs],
-                        suite={"run_id": plan.run_id, "path": str(run.final_path)})
-    return manifest
-
-
-def _write_manifest(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts: list[str],
-                    suite: dict[str, str] | None = None) -> dict[str, Any]:
-    if plan.request.get("lockfile_source"):
-        # The run keeps the exact lockfile its nodes were checked against.
-        atomic_write_text(run.path / "lockfile.txt", Path(plan.request["lockfile_source"]).read_text())
-    atomic_write_text(run.path / "profile.resolved.yaml",
-                      yaml.safe_dump(profile.nested(), sort_keys=False, default_flow_style=False))
-    manifest = {
-        "schema": "mlps-slurm/manifest/1",
-        "run_id": plan.run_id,
-        "benchmark": plan.benchmark,
-        "tool_version": __version__,
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "state": "rendered",
-        "request": plan.request,
-        "profile": {"name": profile.name, "digest": profile_digest(profile), "values": profile.values},
-        "plan": {
-            "submittable": plan.submittable,
-            "notes": list(plan.notes),
-            "jobs": [{"key": j.key, "script": name, "sbatch": list(j.sbatch), "sbatch_args": list(j.sbatch_args),
-                      "pin_to_preflight": j.pin_to_preflight,
-                      "dependencies": [[kind, list(keys)] for kind, keys in j.dependencies]}
-                     for j, name in zip(plan.jobs, scripts)],
-        },
-        "preflight": plan.preflight,
-        "jobs": {},
-    }
-    if suite:
-        manifest["suite"] = suite
-    run.write_manifest(manifest)
-    return manifest
-
-
-SYSTEM_TEMPLATES = Path("/etc/mlps-slurm/templates")
-
-
-def site_template_dirs(profile: SiteProfile) -> list[Path]:
-    """Site template directories, searched before the packaged templates: the profile's, then the system one."""
-    dirs = [Path(profile.get("templates.dir"))] if profile.get("templates.dir") else []
-    return dirs + [SYSTEM_TEMPLATES]
-
-
-def create_run(plan: Plan, profile: SiteProfile, results_root: Path) -> RunDirectory:
-    scripts = render_plan(plan, site_template_dirs(profile))  # render before creating anything: a bad template
-    with RunDirectory.staged(results_root, plan.run_id) as staged:  # leaves no directory behind
-        write_run(plan, profile, staged, scripts)
-    return RunDirectory(results_root / plan.run_id)
 
 
 def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
@@ -134,7 +46,7 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
                                             "submitted": dt.datetime.now(dt.timezone.utc).isoformat()}
             run.write_manifest(manifest)
         pinned = [ids[j["key"]] for j in manifest["plan"]["jobs"] if j.get("pin_to_preflight")]
-        atomic_write_text(run.path / "pin-jobs.txt", "".join(f"{i}\n" for i in pinned))
+        atomic_write_text(run.pin_jobs, "".join(f"{i}\n" for i in pinned))
         # Written before the release: once the preflight runs, the jobs (datagen) may update the manifest
         # themselves, and a later write from here would undo that.
         manifest["state"] = "submitted"
@@ -215,14 +127,14 @@ def describe_status(status: ChainStatus) -> str:
             continue
         reason = "" if s.reason in ("", "None") else f"  ({s.reason})"
         lines.append(f"  {i:02d} {key:<{width}} job {jid:<8} {s.state}{reason}")
-    pre = run.preflight / "preflight.json"
+    pre = run.preflight_report
     if pre.is_file():
         summary = read_json(pre)
         if not summary.get("ok"):
-            lines.append(f"preflight failed: see {run.preflight / 'preflight.txt'}")
+            lines.append(f"preflight failed: see {run.preflight_text}")
             for f in summary.get("failures", []):
                 lines.append(f"  {f['node']}: {f['check']}: {f['message']}")
-    results = run.results / "results.txt"
+    results = run.results_text
     if results.is_file():
         lines.append("")
         lines.append(results.read_text().rstrip())

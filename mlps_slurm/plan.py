@@ -6,40 +6,16 @@ only format and the plan can be tested without Slurm.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from mlps_slurm import __version__
-from mlps_slurm.benchmarks.checkpointing import catalog as ckpt
-from mlps_slurm.benchmarks.checkpointing.engine import engine_argv
+from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import SBATCH_TOKEN
 
-CHECKPOINT_ENGINES = ("builtin", "dlio")
-
-
-class PlanError(ValueError):
-    """The request cannot be planned as given; the message says which option to change."""
-
-
-@dataclass(frozen=True)
-class CheckpointingRequest:
-    model: str
-    num_processes: int | None = None  # None: the CLOSED process count of the model
-    scale: float = 1.0
-    num_checkpoints_write: int = ckpt.DEFAULT_NUM_CHECKPOINTS_WRITE
-    num_checkpoints_read: int = ckpt.DEFAULT_NUM_CHECKPOINTS_READ
-    seconds_between_checkpoints: float = ckpt.DEFAULT_SECONDS_BETWEEN_CHECKPOINTS
-    nodes: int | None = None  # None: the profile's nodes.count, capped by the process count
-    engine: str = "builtin"
-    keep_files: bool = False
-    skip_preflight: bool = False  # the run is then recorded as unvalidated
-    accelerator: str = "b200"  # simulated accelerator: its memory bounds the checkpoint (rule 4.3.4)
-    verify_lockfile: str | None = None  # a lockfile every node's packages must match (checked in preflight)
-
-    benchmark: str = field(default="checkpointing", init=False)
+__all__ = ["JobSpec", "Plan", "PlanError", "ShellRef"]
 
 
 @dataclass(frozen=True)
@@ -57,15 +33,29 @@ class JobSpec:
 class Plan:
     run_id: str
     benchmark: str
-    request: dict[str, Any]
+    # The request as it will run: a benchmark's typed Request with every default settled (or, for the suite and
+    # the admins' preflight, their own small request). Written to the manifest; jobs never rewrite it.
+    request: Any
     jobs: tuple[JobSpec, ...]
-    submittable: bool
     notes: tuple[str, ...]
+    # What planning derived from the request and the profile (paths, expected sizes, the engine's configuration):
+    # the manifest's "settings", which the jobs, the finalize and the rules read beside the request.
+    settings: dict[str, Any] = field(default_factory=dict)
     # What the preflight verifies on every node (written to the manifest's "preflight" section).
     preflight: dict[str, Any] = field(default_factory=dict)
     # `submit all`: the benchmark runs of the suite, as (directory relative to the suite's, the run's own plan).
     # Their jobs are among `jobs` (keys "<member>.<key>"); each run keeps its own manifest there.
     members: tuple[tuple[str, "Plan"], ...] = ()
+    lockfile_source: str | None = None  # a lockfile the nodes are checked against; the run keeps a copy
+
+    def request_record(self) -> dict[str, Any]:
+        """The request as the manifest records it."""
+        to_dict = getattr(self.request, "to_dict", None)
+        return to_dict() if to_dict else dict(self.request)
+
+    def record(self) -> dict[str, Any]:
+        """Request and settings as one mapping, as readers of the manifest see them (rundir.run_record)."""
+        return {**self.request_record(), **self.settings}
 
     def job(self, key: str) -> JobSpec:
         return next(j for j in self.jobs if j.key == key)
@@ -211,7 +201,7 @@ def plan_preflight(profile: SiteProfile, *, nodes: int | None, run_id: str, run_
     storage = [(key.split(".")[1], profile.get(key), 0)
                for key in ("storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir")]
     return Plan(run_id=run_id, benchmark="preflight", request={"benchmark": "preflight", "nodes": nodes},
-                jobs=(job,), submittable=False, notes=(),
+                jobs=(job,), notes=(),
                 preflight=preflight_requirements(profile, run_dir, python, storage=storage,
                                                  engine_modules=["mpi4py"]))
 
@@ -230,106 +220,21 @@ def base_context(profile: SiteProfile, python: str, run_id: str, run_dir: str) -
     }
 
 
-def plan_checkpointing(request: CheckpointingRequest, profile: SiteProfile, *, run_id: str, run_dir: str,
-                       python: str) -> Plan:
-    model = ckpt.LLAMA3_MODELS.get(request.model)
-    if model is None:
-        raise PlanError(f"unknown model {request.model!r}; valid models: {', '.join(ckpt.LLAMA3_MODELS)}")
-    if request.accelerator not in ckpt.ACCELERATOR_MEMORY_GB:
-        raise PlanError(f"unknown accelerator {request.accelerator!r}; valid: {', '.join(ckpt.ACCELERATOR_MEMORY_GB)}")
-    if request.engine not in CHECKPOINT_ENGINES:
-        raise PlanError(f"unknown engine {request.engine!r}; valid engines: {', '.join(CHECKPOINT_ENGINES)}")
-    nprocs = request.num_processes or model.closed_processes
-    problem = ckpt.process_count_problem(model, nprocs)
-    if problem:
-        raise PlanError(f"--num-processes: {problem}")
-    if not 0 < request.scale <= 1:
-        raise PlanError(f"--scale must be in (0, 1], got {request.scale}")
-    if request.num_checkpoints_write < 1:
-        raise PlanError("--writes must be at least 1 (the read phase reads what was written)")
-    if request.num_checkpoints_read < 0:
-        raise PlanError("--reads must not be negative")
-    if request.seconds_between_checkpoints < 0:
-        raise PlanError("--seconds-between-checkpoints must not be negative")
-    max_nodes = profile.get("nodes.count")
-    per_node = profile.get("nodes.accelerators_per_node")
-    nodes = request.nodes or math.ceil(nprocs / per_node)
-    if nodes > max_nodes:
-        how = (f"--nodes {nodes}" if request.nodes else
-               f"{nprocs} ranks at {per_node} simulated accelerators per node (nodes.accelerators_per_node) "
-               f"need {nodes} nodes")
-        raise PlanError(f"{how}, but the profile allows {max_nodes} (nodes.count); pass --nodes N (at most "
-                        f"{max_nodes}) to put more ranks on each node, or raise nodes.count in the profile")
-    if nodes > nprocs:
-        raise PlanError(f"--nodes {nodes} is more than the {nprocs} processes; each node needs at least one rank")
-
-    notes = []
-    submittable = True
-    if request.skip_preflight:
-        submittable = False
-        notes.append("--skip-preflight: the nodes were not validated; the run is recorded as unvalidated")
-    if request.scale != 1:
-        submittable = False
-        notes.append(f"scaled run (--scale {request.scale:g}): checkpoints are {request.scale:g} x the model's size; "
-                     "not submittable")
-    if (request.num_checkpoints_write, request.num_checkpoints_read) != (ckpt.DEFAULT_NUM_CHECKPOINTS_WRITE,
-                                                                         ckpt.DEFAULT_NUM_CHECKPOINTS_READ):
-        submittable = False
-        notes.append(f"{request.num_checkpoints_write} writes and {request.num_checkpoints_read} reads instead of "
-                     "the 10 + 10 the rules require; not submittable")
-
-    run_dir = run_dir.rstrip("/")
-    base = base_context(profile, python, run_id, run_dir)
-    raw = f"{run_dir}/raw/checkpointing/{model.name}"
-    engine_output = f"{raw}/engine.json"
-    checkpoint_dir = f"{profile.get('storage.checkpoint_dir').rstrip('/')}/{run_id}"
-
-    preflight = preflight_job(profile, run_dir, python, nodes, base)
-    ranks_per_node = math.ceil(nprocs / nodes)
-    bench_sbatch = sbatch_directives(profile, run_dir, "checkpointing", "run", benchmark_job=True) + [
-        f"--nodes={nodes}", f"--ntasks={nprocs}"]
-    if nprocs % nodes == 0:
-        bench_sbatch.append(f"--ntasks-per-node={ranks_per_node}")
-    benchmark = JobSpec(
-        key="checkpointing",
-        template="checkpointing.sbatch.j2",
-        sbatch=tuple(bench_sbatch),
-        dependencies=() if request.skip_preflight else (("afterok", ("preflight",)),),
-        pin_to_preflight=not request.skip_preflight,
-        context={**base,
-                 "raw_dir": raw,
-                 "checkpoint_dir": checkpoint_dir,
-                 "launch": launcher_argv(profile, nprocs, run_dir),
-                 "engine": engine_argv(python, model.name, checkpoint_dir, engine_output,
-                                       request.num_checkpoints_write, request.num_checkpoints_read, request.scale,
-                                       request.seconds_between_checkpoints, request.keep_files)},
-    )
-    finalize = JobSpec(
+def finalize_job(profile: SiteProfile, run_dir: str, python: str, base: dict[str, Any],
+                 after: tuple[str, ...]) -> JobSpec:
+    """The last job of every chain. afterany on every earlier job: it runs whatever happened and reports a failed
+    preflight or engine job too."""
+    return JobSpec(
         key="finalize",
         template="finalize.sbatch.j2",
         sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
                      + ["--nodes=1", "--ntasks=1"]),
-        # afterany on both: finalize runs whatever happened, and reports a failed preflight too.
-        dependencies=(("afterany", ("checkpointing",) if request.skip_preflight
-                       else ("preflight", "checkpointing")),),
+        dependencies=(("afterany", after),),
         context={**base, "finalize": batch_host_command(profile, run_dir, [
             python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
     )
-    req = {
-        "benchmark": "checkpointing", "model": model.name, "num_processes": nprocs, "nodes": nodes,
-        "scale": request.scale, "num_checkpoints_write": request.num_checkpoints_write,
-        "num_checkpoints_read": request.num_checkpoints_read,
-        "seconds_between_checkpoints": request.seconds_between_checkpoints, "engine": request.engine,
-        "accelerator": request.accelerator, "lockfile_source": request.verify_lockfile, "keep_files": request.keep_files, "validated": not request.skip_preflight, "checkpoint_dir": checkpoint_dir, "engine_output": engine_output,
-        "expected_bytes_per_checkpoint": sum(s.total_bytes for s in ckpt.rank_shards(model, nprocs, request.scale)),
-    }
-    chain = (benchmark, finalize) if request.skip_preflight else (preflight, benchmark, finalize)
-    jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args"))) for j in chain)
-    checkpoint_bytes = req["expected_bytes_per_checkpoint"] * request.num_checkpoints_write
-    preflight_spec = preflight_requirements(
-        profile, run_dir, python,
-        storage=[("checkpoint_dir", profile.get("storage.checkpoint_dir"), checkpoint_bytes)],
-        engine_modules=["mlps_slurm.benchmarks.checkpointing.job", "mpi4py"],
-        lockfile=f"{run_dir}/lockfile.txt" if request.verify_lockfile else None)
-    return Plan(run_id=run_id, benchmark="checkpointing", request=req, jobs=jobs, preflight=preflight_spec,
-                submittable=submittable, notes=tuple(notes))
+
+
+def with_site_args(jobs: tuple[JobSpec, ...], profile: SiteProfile) -> tuple[JobSpec, ...]:
+    """Every job gets the profile's extra sbatch command-line arguments."""
+    return tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args"))) for j in jobs)

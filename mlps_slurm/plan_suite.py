@@ -18,12 +18,12 @@ run a single `submit training` would make; only its preflight and finalize jobs 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
-from mlps_slurm.plan import (CheckpointingRequest, JobSpec, Plan, PlanError, base_context, batch_host_command,
-                             plan_checkpointing, preflight_job, preflight_requirements, sbatch_directives)
+from mlps_slurm import benchmarks
+from mlps_slurm.plan import (JobSpec, Plan, PlanError, base_context, finalize_job, preflight_job,
+                             preflight_requirements, with_site_args)
 from mlps_slurm.profile import SiteProfile
-from mlps_slurm.profile.schema import SUITE_BENCHMARKS
 
 SUITE = "suite"
 SHARED_JOBS = ("preflight", "finalize")  # a workload's jobs that the suite runs once for all of them
@@ -34,8 +34,14 @@ class SuiteRequest:
     scale: float = 1.0
     nodes: int | None = None  # None: the profile's nodes.count; every workload uses the same nodes
     benchmarks: tuple[str, ...] | None = None  # None: the profile's suite.benchmarks
-    seconds_between_checkpoints: float | None = None  # None: the rules' default
-    allow_invalid: bool = False  # run INVALID training overrides (suite.training.params) anyway
+    # The benchmarks' own `submit all` options (request fields marked suite="cli"), by field name; a value of
+    # None keeps each benchmark's default.
+    options: tuple[tuple[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"benchmark": SUITE, "scale": self.scale, "nodes": self.nodes,
+                "benchmarks": list(self.benchmarks) if self.benchmarks is not None else None,
+                "options": dict(self.options)}
 
 
 def member_key(member: str, key: str) -> str:
@@ -44,13 +50,13 @@ def member_key(member: str, key: str) -> str:
 
 
 def _workloads(request: SuiteRequest, profile: SiteProfile) -> list[tuple[str, str]]:
-    benchmarks = request.benchmarks if request.benchmarks is not None else tuple(profile.get("suite.benchmarks"))
-    allowed = SUITE_BENCHMARKS
-    unknown = [b for b in benchmarks if b not in allowed]
+    chosen = request.benchmarks if request.benchmarks is not None else tuple(profile.get("suite.benchmarks"))
+    allowed = [b.name for b in benchmarks.runnable()]
+    unknown = [b for b in chosen if b not in allowed]
     if unknown:
         raise PlanError(f"--benchmarks {','.join(unknown)}: `submit all` chains {', '.join(allowed)}")
     out = []
-    for benchmark in benchmarks:
+    for benchmark in chosen:
         models = list(profile.get(f"suite.{benchmark}.models"))
         if not models:
             raise PlanError(f"profile {profile.name}: suite.{benchmark}.models is empty while suite.benchmarks "
@@ -63,29 +69,28 @@ def _workloads(request: SuiteRequest, profile: SiteProfile) -> list[tuple[str, s
 
 
 def _member_plan(benchmark: str, model: str, request: SuiteRequest, profile: SiteProfile, nodes: int, run_id: str,
-                 run_dir: str, python: str) -> Plan:
-    accelerator = profile.get("suite.accelerator")
-    if benchmark == "training":
-        from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
+                 run_dir: str, python: str, probe: bool) -> Plan:
+    bench = benchmarks.get(benchmark)
+    settings = {"nodes": nodes, "scale": request.scale, **dict(request.options)}
+    try:
+        member_request = bench.suite_request(model, profile, settings)
+        plan = bench.plan(member_request, profile, run_id=run_id, run_dir=run_dir, python=python)
+        if probe:
+            bench.probe(plan, python)
+    except PlanError as exc:
+        raise PlanError(f"{exc}{_profile_origin(bench, str(exc))}") from exc
+    return plan
 
-        params = tuple(profile.get("suite.training.params"))
-        try:
-            return plan_training(TrainingRequest(model=model, accelerator=accelerator, nodes=nodes,
-                                                 scale=request.scale, params=params,
-                                                 allow_invalid=request.allow_invalid),
-                                 profile, run_id=run_id, run_dir=run_dir, python=python)
-        except PlanError as exc:
-            if params and "--param" in str(exc):
-                raise PlanError(f"{exc} (the --param values come from the profile's suite.training.params; "
-                                "--allow-invalid applies to `submit all` too)") from exc
-            raise
-    options: dict[str, Any] = {}
-    if request.seconds_between_checkpoints is not None:
-        options["seconds_between_checkpoints"] = request.seconds_between_checkpoints
-    return plan_checkpointing(CheckpointingRequest(model=model, nodes=nodes, scale=request.scale,
-                                                   accelerator=accelerator,
-                                                   engine=profile.get("engines.checkpointing.engine"), **options),
-                              profile, run_id=run_id, run_dir=run_dir, python=python)
+
+def _profile_origin(bench: Any, message: str) -> str:
+    """When an option named in the message came from the profile's suite section, say so."""
+    from mlps_slurm.benchmarks.base import options_of
+
+    for f, spec in options_of(bench.request_type):
+        if spec.suite == "profile" and spec.flags and spec.flags[0] in message:
+            return (f" (the {spec.flags[0]} values come from the profile's suite.{bench.name}.{f.name}; "
+                    "--allow-invalid applies to `submit all` too)")
+    return ""
 
 
 def merge_preflight(suite: dict[str, Any], members: list[dict[str, Any]]) -> dict[str, Any]:
@@ -118,10 +123,8 @@ def merge_preflight(suite: dict[str, Any], members: list[dict[str, Any]]) -> dic
 
 
 def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_dir: str, python: str,
-               check_engines: Callable[[Plan, str], None] | None = None) -> Plan:
-    """`check_engines(member_plan, python)` raises PlanError when a workload's engine cannot run here."""
-    if not 0 < request.scale <= 1:
-        raise PlanError(f"--scale must be in (0, 1], got {request.scale}")
+               probe: bool = False) -> Plan:
+    """With `probe`, each workload's engine is looked for in the jobs' interpreter (PlanError when missing)."""
     max_nodes = profile.get("nodes.count")
     nodes = request.nodes or max_nodes
     if nodes > max_nodes:
@@ -139,9 +142,8 @@ def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_
         member_id = f"{name}-{stamp}"
         rel = f"runs/{member_id}"
         try:
-            plan = _member_plan(benchmark, model, request, profile, nodes, member_id, f"{run_dir}/{rel}", python)
-            if check_engines:
-                check_engines(plan, python)
+            plan = _member_plan(benchmark, model, request, profile, nodes, member_id, f"{run_dir}/{rel}", python,
+                                probe)
         except PlanError as exc:
             raise PlanError(f"{benchmark} {model} (profile {profile.name}: suite.{benchmark}.models): {exc}") from exc
         members.append((rel, plan))
@@ -157,27 +159,16 @@ def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_
         previous_last = member_key(name, own[-1].key)
 
     base = base_context(profile, python, run_id, run_dir)
-    preflight = replace(preflight_job(profile, run_dir, python, nodes, base),
-                        sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
-    finalize = JobSpec(
-        key="finalize",
-        template="finalize.sbatch.j2",
-        sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
-                     + ["--nodes=1", "--ntasks=1"]),
-        # afterany on every job: the finalize reports whatever happened, a failed preflight included.
-        dependencies=(("afterany", ("preflight", *(j.key for j in jobs))),),
-        context={**base, "finalize": batch_host_command(profile, run_dir, [
-            python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
-        sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")),
-    )
+    preflight = preflight_job(profile, run_dir, python, nodes, base)
+    finalize = finalize_job(profile, run_dir, python, base, ("preflight", *(j.key for j in jobs)))
     suite_needs = preflight_requirements(profile, run_dir, python, storage=[], engine_modules=[])
     req = {
-        "benchmark": SUITE, "nodes": nodes, "scale": request.scale,
-        "members": [{"name": f"{p.benchmark}-{p.request['model']}", "benchmark": p.benchmark,
-                     "model": p.request["model"], "run_id": p.run_id, "dir": rel} for rel, p in members],
+        **request.to_dict(), "nodes": nodes,
+        "members": [{"name": f"{p.benchmark}-{p.request.model}", "benchmark": p.benchmark,
+                     "model": p.request.model, "run_id": p.run_id, "dir": rel} for rel, p in members],
         "submission": {"organization": profile.get("submission.organization"),
                        "system": profile.get("submission.system")},
     }
-    return Plan(run_id=run_id, benchmark=SUITE, request=req, jobs=(preflight, *jobs, finalize),
-                submittable=all(p.submittable for _, p in members), notes=tuple(notes),
-                preflight=merge_preflight(suite_needs, [p.preflight for _, p in members]), members=tuple(members))
+    return Plan(run_id=run_id, benchmark=SUITE, request=req, jobs=with_site_args((preflight, *jobs, finalize), profile),
+                notes=tuple(notes), preflight=merge_preflight(suite_needs, [p.preflight for _, p in members]),
+                members=tuple(members))

@@ -14,6 +14,7 @@ from typing import Any, Iterable
 import jinja2
 
 from mlps_slurm.plan import JobSpec, Plan, ShellRef
+from mlps_slurm.profile import SiteProfile
 from mlps_slurm.resources import templates_dir
 
 
@@ -75,6 +76,15 @@ def render_job(env: jinja2.Environment, job: JobSpec) -> str:
                             f"plan provides: {', '.join(sorted(context))}") from exc
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"template {exc.name} not found in the site or packaged template directories") from exc
+
+
+SYSTEM_TEMPLATES = Path("/etc/mlps-slurm/templates")
+
+
+def site_template_dirs(profile: SiteProfile) -> list[Path]:
+    """Site template directories, searched before the packaged templates: the profile's, then the system one."""
+    dirs = [Path(profile.get("templates.dir"))] if profile.get("templates.dir") else []
+    return dirs + [SYSTEM_TEMPLATES]
 
 
 def render_plan(plan: Plan, site_template_dirs: Iterable[Path] = ()) -> dict[str, str]:

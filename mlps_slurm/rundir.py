@@ -19,6 +19,40 @@ from typing import Any, Iterable, Iterator
 
 MANIFEST = "manifest.json"
 SUBDIRS = ("scripts", "logs", "preflight/nodes", "raw", "results")
+# Version 2 splits the request (what was asked, every default settled) from the settings planning derived.
+# Version 1 (one "request" mapping holding both) is still read: runs written by earlier releases stay readable.
+MANIFEST_SCHEMA = "mlps-slurm/manifest/2"
+READABLE_MANIFESTS = ("mlps-slurm/manifest/1", MANIFEST_SCHEMA)
+
+
+class ManifestError(ValueError):
+    """A manifest this release cannot read; the message names the file and what is wrong."""
+
+
+def raw_path(run_dir: str, tree_name: str, model: str) -> str:
+    """Where a benchmark's engine output lives in a run directory: raw/<benchmark>/<model> (strings: plans are
+    pure and the directory does not exist yet)."""
+    return f"{run_dir.rstrip('/')}/raw/{tree_name}/{model}"
+
+
+def run_record(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The request and the planned settings of a run as one mapping (what the finalize and the rules read);
+    later jobs' settled values (e.g. datasize.json) are read by the benchmark itself, beside this."""
+    return {**manifest.get("request", {}), **manifest.get("settings", {})}
+
+
+def check_manifest(manifest: Any, path: Path) -> dict[str, Any]:
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path}: not a JSON object; this is not an mlps-slurm manifest")
+    schema = manifest.get("schema")
+    if schema not in READABLE_MANIFESTS:
+        raise ManifestError(f"{path}: manifest schema {schema!r} is not one this release reads "
+                            f"({', '.join(READABLE_MANIFESTS)}); read it with the mlps-slurm release that wrote it "
+                            f"(tool_version {manifest.get('tool_version', '?')})")
+    for key, kind in (("run_id", str), ("benchmark", str), ("request", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise ManifestError(f"{path}: key {key!r} is missing or not a {kind.__name__}; the manifest is damaged")
+    return manifest
 
 
 def new_run_id(benchmark: str, now: _dt.datetime | None = None) -> str:
@@ -108,6 +142,42 @@ class RunDirectory:
     def results(self) -> Path:
         return self.path / "results"
 
+    # The files shared layers read and write; each benchmark's engine output lives under raw_dir().
+    @property
+    def preflight_report(self) -> Path:
+        return self.preflight / "preflight.json"
+
+    @property
+    def preflight_text(self) -> Path:
+        return self.preflight / "preflight.txt"
+
+    @property
+    def results_json(self) -> Path:
+        return self.results / "results.json"
+
+    @property
+    def results_text(self) -> Path:
+        return self.results / "results.txt"
+
+    @property
+    def pin_jobs(self) -> Path:
+        return self.path / "pin-jobs.txt"
+
+    @property
+    def lockfile(self) -> Path:
+        return self.path / "lockfile.txt"
+
+    @property
+    def profile_file(self) -> Path:
+        return self.path / "profile.resolved.yaml"
+
+    def raw_dir(self, tree_name: str, model: str) -> Path:
+        return Path(raw_path(str(self.path), tree_name, model))
+
+    def settled(self, name: str) -> Path:
+        """A file a job writes with what it settled after planning (e.g. datasize.json); never the manifest."""
+        return self.path / name
+
     def exists(self) -> bool:
         return self.manifest_path.is_file()
 
@@ -115,7 +185,14 @@ class RunDirectory:
     def read_manifest(self) -> dict[str, Any]:
         if not self.manifest_path.is_file():
             raise FileNotFoundError(f"{self.path} is not an mlps-slurm run directory (no {MANIFEST})")
-        return read_json(self.manifest_path)
+        try:
+            data = read_json(self.manifest_path)
+        except UnicodeDecodeError as exc:
+            raise ManifestError(f"{self.manifest_path}: not UTF-8 text ({exc.reason}); the manifest is damaged") \
+                from exc
+        except ValueError as exc:
+            raise ManifestError(f"{self.manifest_path}: not valid JSON ({exc}); the manifest is damaged") from exc
+        return check_manifest(data, self.manifest_path)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         atomic_write_json(self.manifest_path, manifest)

@@ -9,10 +9,12 @@ by this contract and imported only when a shared layer needs them:
                  suite_request(model, profile, settings) -> Request (a workload of `submit all`)
     finalize.py  finalize(run) -> (results, table)          (inside the finalize job)
     report.py    table(results) -> str                      (the readable results table)
-    rules.py     plan_from_request(mapping) and plan_findings(plan): the rules on a request before it runs
-    results.py   load(root, manifest, preflight) -> Loaded: a run directory as rule records
-    bundle.py    how the run is laid out in a submission tree
-    cli.py       (optional) COMMANDS: extra click commands (e.g. `datasize training`)
+    rules.py     plan_from_request(mapping) and plan_findings(plan): the rules on a request before it runs;
+                 run_findings(record): on a finished run; (optional) submission_findings(records)
+    results.py   load(root, manifest, preflight) -> Loaded: a run directory as its rule record (for verify)
+    bundle.py    layout(run, base) -> (entries, timestamp dir, results.json dir): the run in a submission tree;
+                 (optional) system_facts(runs) -> dict: what its runs add to the system description
+    cli.py       (optional) COMMANDS: {group: [click commands]} it adds to the CLI (e.g. `datasize training`)
 
 Nothing here imports click, the profile or the plan: the CLI derives its options from the request's fields, the
 profile schema its suite keys, and both stay fast to import.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping
@@ -33,7 +36,11 @@ if TYPE_CHECKING:
     from mlps_slurm.rundir import RunDirectory
 
 
-class RequestError(ValueError):
+class PlanError(ValueError):
+    """The request cannot be planned as given; the message says which option or profile key to change."""
+
+
+class RequestError(PlanError):
     """A request value out of its range; the message names the option."""
 
 
@@ -51,6 +58,7 @@ class Option:
     multiple: bool = False  # repeatable, e.g. --param K=V --param K=V
     metavar: str | None = None
     existing_file: bool = False  # a path that must exist (it is resolved to an absolute path)
+    pattern: str | None = None  # a regular expression every value must match (profile keys check it too)
     # Where `submit all` takes the value from: "cli" (an option of `submit all`, default: the field's default),
     # "profile" (the profile key suite.<benchmark>.<field>), or None (the field's default).
     suite: str | None = None
@@ -117,6 +125,8 @@ def check_value(f: dataclasses.Field[Any], spec: Option, value: Any) -> None:
     flag = _flag(f, spec)
     if spec.choices is not None and value not in spec.choices:
         raise RequestError(f"{flag} {value!r} is not one of {', '.join(spec.choices)}")
+    if spec.pattern is not None and not (isinstance(value, str) and re.match(spec.pattern, value)):
+        raise RequestError(f"{flag} {value!r}: expected {spec.metavar or spec.pattern}")
     if spec.min is None and spec.max is None:
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -165,9 +175,9 @@ class Benchmark:
         """The request of one workload of `submit all`: `settings` holds nodes, scale and the suite's options."""
         return self.part("plan").suite_request(model, profile, settings)  # type: ignore[no-any-return]
 
-    def commands(self) -> list[Any]:
-        """Extra click commands of this benchmark, e.g. `datasize training`."""
-        return list(self.part("cli").COMMANDS) if self.has_part("cli") else []
+    def commands(self, group: str) -> list[Any]:
+        """The click commands this benchmark adds to a group of the CLI, e.g. `datasize training`."""
+        return list(self.part("cli").COMMANDS.get(group, ())) if self.has_part("cli") else []
 
     # --- finalize job, reports
     def finalize(self, run: "RunDirectory") -> tuple[dict[str, Any], str]:
@@ -181,3 +191,32 @@ class Benchmark:
         rules = self.part("rules")
         return rules.plan_findings(rules.plan_from_request(request))  # type: ignore[no-any-return]
 
+    # --- verify and bundle
+    def load_run(self, root: Any, manifest: Mapping[str, Any], preflight: Mapping[str, Any] | None) -> Any:
+        """The run directory `root` (a Path; or the run's copy in a submission tree) as a
+        mlps_slurm.rules.loaders.Loaded: results.py's load(root, manifest, preflight)."""
+        return self.part("results").load(root, manifest, preflight)
+
+    def run_findings(self, record: Any) -> list[Any]:
+        """The run-level rules (Findings) on the record load_run built: rules.py's run_findings(record)."""
+        return self.part("rules").run_findings(record)  # type: ignore[no-any-return]
+
+    def submission_findings(self, records: list[Any]) -> list[Any] | None:
+        """The submission-level rules on the records of one model's usable runs: rules.py's
+        submission_findings(records). None when it has none (or it does not apply): a submission then holds one
+        run per model, which mlps_slurm.verify checks for every benchmark."""
+        check = getattr(self.part("rules"), "submission_findings", None)
+        return None if check is None else check(list(records))  # type: ignore[no-any-return]
+
+    def bundle_layout(self, run: Any, base: str) -> tuple[list[Any], str, str]:
+        """Where a verified run (a mlps_slurm.verify.RunVerdict) goes in a submission tree, under `base`
+        (<division>/<org>/results/<system>/<tree_name>/<model>): bundle.py's layout(run, base) -> (its
+        mlps_slurm.bundle.layout.Entry list, its timestamp directory's name, the directory of the model's
+        results.json)."""
+        return self.part("bundle").layout(run, base)  # type: ignore[no-any-return]
+
+    def system_facts(self, runs: list[Any]) -> dict[str, Any]:
+        """Top-level keys this benchmark's bundled runs (RunVerdicts) add to the system description:
+        bundle.py's system_facts(runs), or none."""
+        facts = getattr(self.part("bundle"), "system_facts", None)
+        return {} if facts is None else dict(facts(list(runs)))

@@ -3,64 +3,19 @@
 from __future__ import annotations
 
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
-from mlps_slurm.cli.options import apply, profile_options, results_dir_option, submit_options
-from mlps_slurm.cli.training import datasize, render_training, submit_training
+from mlps_slurm.cli.derived import BenchmarkGroup, ContributedGroup
+from mlps_slurm.cli.options import profile_options
 
-# Kept here (not imported from the catalog) so `--help` does not import the work; a unit test checks that they
-# match mlps_slurm.benchmarks.checkpointing.catalog.LLAMA3_MODELS.
-CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
-ACCELERATORS = ("b200", "mi355", "h100", "a100")
 EXIT_USAGE, EXIT_SLURM = 2, 3
-
-
-class BenchmarkGroup(click.Group):
-    """A group whose unknown-subcommand error lists the valid benchmarks."""
-
-    def resolve_command(self, ctx: click.Context, args: list[str]) -> Any:
-        name = args[0] if args else ""
-        if name and name not in self.commands and not name.startswith("-"):
-            ctx.fail(f"unknown benchmark {name!r}; valid benchmarks: {', '.join(sorted(self.commands))}")
-        return super().resolve_command(ctx, args)
 
 
 def fail(message: str, code: int) -> NoReturn:
     click.echo(f"mlps-slurm: error: {message}", err=True)
     sys.exit(code)
-
-
-def checkpointing_options(f: Any) -> Any:
-    options = [
-        click.option("--model", required=True, type=click.Choice(CHECKPOINT_MODELS),
-                     help="Llama 3 checkpoint workload."),
-        click.option("--accelerator", type=click.Choice(ACCELERATORS), default="b200", show_default=True,
-                     help="Simulated accelerator (its memory bounds the checkpoint size per rank; h100/a100 are "
-                          "what-if only)."),
-        click.option("--num-processes", "-n", type=click.IntRange(min=1), default=None,
-                     help="MPI ranks (default: the CLOSED count of the model: 8/64/512/1024)."),
-        click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
-                     help="Nodes (default: the profile's nodes.count, at most one per rank)."),
-        click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
-                     help="Shrink every shard by this factor for demos and tests; a scaled run is not submittable."),
-        click.option("--writes", type=click.IntRange(min=1), default=10, show_default=True,
-                     help="Checkpoints written."),
-        click.option("--reads", type=click.IntRange(min=0), default=10, show_default=True,
-                     help="Checkpoints read back."),
-        click.option("--seconds-between-checkpoints", type=click.FloatRange(min=0), default=5.0, show_default=True,
-                     help="Pause between two checkpoints (the rules' time_between_checkpoints)."),
-        click.option("--engine", type=click.Choice(("builtin", "dlio")), default=None,
-                     help="builtin: mlps-slurm's MPI checkpoint engine; dlio: a DLIO build with llama3 "
-                          "checkpoint workloads (default: the profile's engines.checkpointing.engine)."),
-        click.option("--keep-files", is_flag=True, help="Keep the checkpoint files after the run."),
-        click.option("--verify-lockfile", type=click.Path(exists=True, dir_okay=False), default=None,
-                     help="Lockfile (mlps-slurm lockfile generate) that every node's packages must match."),
-        click.option("--skip-preflight", is_flag=True, help="Run without validating the nodes first; the run is "
-                                                            "recorded as unvalidated (not submittable)."),
-    ]
-    return results_dir_option(apply(options, f))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -74,91 +29,19 @@ def main() -> None:
     """
 
 
-@main.group(cls=BenchmarkGroup)
+@main.group(cls=BenchmarkGroup, action="render")
 def render() -> None:
     """Write a run directory with the scripts and manifest; submit nothing."""
 
 
-@main.group(cls=BenchmarkGroup)
+@main.group(cls=BenchmarkGroup, action="submit")
 def submit() -> None:
     """Render a run and submit its chain: preflight -> benchmark -> finalize."""
 
 
-def _checkpointing(action: str, profile_ref: str, overrides: tuple[str, ...], results_dir: str | None,
-                   wait: bool = False, timeout: float = 0, **request: Any) -> None:
-    from mlps_slurm.cli.commands import run_checkpointing
-
-    code = run_checkpointing(action, profile_ref, list(overrides), results_dir, wait, timeout, request)
-    sys.exit(code)
-
-
-@render.command("checkpointing")
-@checkpointing_options
-@profile_options
-def render_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None,
-                         **request: Any) -> None:
-    """Render the checkpointing chain (llama3 checkpoint writes then reads)."""
-    _checkpointing("render", profile_ref, overrides, results_dir, **request)
-
-
-@submit.command("checkpointing")
-@checkpointing_options
-@profile_options
-@submit_options(default_timeout=3600)
-def submit_checkpointing(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
-                         timeout: float, test_only: bool, **request: Any) -> None:
-    """Submit the checkpointing chain: preflight, the checkpoint engine under srun, finalize."""
-    _checkpointing("test-only" if test_only else "submit", profile_ref, overrides, results_dir, wait, timeout,
-                   **request)
-
-
-render.add_command(render_training)
-submit.add_command(submit_training)
-main.add_command(datasize)
-
-
-def suite_options(f: Any) -> Any:
-    options = [
-        click.option("--benchmarks", default=None, metavar="B[,B...]",
-                     help="Chain only these benchmarks, in this order (default: the profile's suite.benchmarks; "
-                          "the workloads come from suite.<benchmark>.models)."),
-        click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
-                     help="Nodes of every workload (default: the profile's nodes.count)."),
-        click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
-                     help="Shrink every workload for demos and tests; scaled runs are not submittable."),
-        click.option("--seconds-between-checkpoints", type=click.FloatRange(min=0), default=None,
-                     help="Checkpointing: pause between two checkpoints (default: the rules' 5 s)."),
-        click.option("--allow-invalid", is_flag=True,
-                     help="Run INVALID training overrides (the profile's suite.training.params) anyway; such runs "
-                          "are not submittable."),
-    ]
-    return results_dir_option(apply(options, f))
-
-
-def _suite(action: str, profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool,
-           timeout: float, **request: Any) -> None:
-    from mlps_slurm.cli.commands import run_suite
-
-    sys.exit(run_suite(action, profile_ref, list(overrides), results_dir, wait, timeout, request))
-
-
-@render.command("all")
-@suite_options
-@profile_options
-def render_all(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, **request: Any) -> None:
-    """Render every benchmark the profile enables as one suite; submit nothing."""
-    _suite("render", profile_ref, overrides, results_dir, False, 0, **request)
-
-
-@submit.command("all")
-@suite_options
-@profile_options
-@submit_options(default_timeout=86400)
-def submit_all(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool, timeout: float,
-               test_only: bool, **request: Any) -> None:
-    """Submit every benchmark the profile enables (suite.benchmarks) as one chain: one preflight, each workload
-    after the previous one, one finalize that verifies them as one submission and bundles it."""
-    _suite("test-only" if test_only else "submit", profile_ref, overrides, results_dir, wait, timeout, **request)
+@main.group(cls=ContributedGroup)
+def datasize() -> None:
+    """Dataset sizes the MLPerf Storage rules require."""
 
 
 @main.command()

@@ -75,11 +75,42 @@ JOB_KINDS = ("preflight", "datagen", "run", "finalize")
 _TIME_HELP = "a Slurm time such as 00:10:00, 30 or 1-00:00:00"
 
 
-# The benchmarks and workloads `submit all` can chain (repeated from the catalogs so the schema imports nothing; a
-# unit test checks they match).
-SUITE_BENCHMARKS = ("training", "checkpointing")
-TRAINING_MODELS = ("unet3d", "resnet50", "cosmoflow", "retinanet", "dlrm", "flux")
-CHECKPOINT_MODELS = ("llama3-8b", "llama3-70b", "llama3-405b", "llama3-1t")
+def _runnable_benchmarks() -> tuple[str, ...]:
+    from mlps_slurm import benchmarks
+    return tuple(b.name for b in benchmarks.runnable())
+
+
+def engine_fields() -> dict[str, Field]:
+    """engines.<b>.engine and engines.<b>.path of every benchmark in the registry."""
+    from mlps_slurm import benchmarks
+
+    fields: dict[str, Field] = {}
+    for bench in benchmarks.all_benchmarks():
+        fields[f"engines.{bench.name}.engine"] = Field("str", bench.engines[0], f"{bench.name} engine.",
+                                                       choices=bench.engines)
+        fields[f"engines.{bench.name}.path"] = Field("str", None, f"Where the {bench.name} engine is installed (a "
+                                                     "venv or checkout), when not in the jobs' Python.", nullable=True)
+    return fields
+
+
+def suite_fields() -> dict[str, Field]:
+    """suite.<b>.models of every runnable benchmark, and suite.<b>.<field> for every request field that `submit all`
+    takes from the profile (Option suite="profile")."""
+    from mlps_slurm import benchmarks
+    from mlps_slurm.benchmarks.base import options_of
+
+    fields: dict[str, Field] = {}
+    for bench in benchmarks.runnable():
+        fields[f"suite.{bench.name}.models"] = Field("list[str]", list(bench.suite_models), f"{bench.name} "
+                                                     "workloads of `submit all` (one chain each).",
+                                                     choices=bench.models)
+        for f, spec in options_of(bench.request_type):
+            if spec.suite == "profile":
+                fields[f"suite.{bench.name}.{f.name}"] = Field(
+                    "list[str]", list(f.default), f"{spec.help} For every {bench.name} workload of `submit all`.",
+                    pattern=re.compile(spec.pattern) if spec.pattern else None,
+                    pattern_help=spec.metavar or "")
+    return fields
 
 
 def _sbatch_name(doc: str, what: str) -> Field:
@@ -167,28 +198,14 @@ SCHEMA: dict[str, Field] = {
     "storage.shared": Field("bool", True, "Whether the benchmark directories are one shared filesystem seen by "
                             "every node (false: node-local storage)."),
     # --- engines: which implementation runs each benchmark, and where it is installed
-    "engines.checkpointing.engine": Field("str", "builtin", "Checkpointing engine.", choices=("builtin", "dlio")),
-    "engines.training.engine": Field("str", "dlio", "Training engine.", choices=("dlio",)),
-    "engines.kvcache.engine": Field("str", "builtin", "KV-cache engine.", choices=("builtin", "mlperf")),
-    "engines.vectordb.engine": Field("str", "milvus", "VectorDB engine.", choices=("milvus",)),
-    **{f"engines.{b}.path": Field("str", None, f"Where the {b} engine is installed (a venv or checkout), when not "
-                                  "in the jobs' Python.", nullable=True)
-       for b in ("checkpointing", "training", "kvcache", "vectordb")},
+    **engine_fields(),
     # --- `mlps-slurm submit all`: which benchmarks and workloads one submission chains
     "suite.benchmarks": Field("list[str]", ["training", "checkpointing"], "Benchmarks `mlps-slurm submit all` "
                               "chains after one preflight, one after another in this order, then one finalize.",
-                              choices=SUITE_BENCHMARKS),
+                              choices=Registered(_runnable_benchmarks)),
     "suite.accelerator": Field("str", "b200", "Simulated accelerator of every workload of `submit all`.",
                                choices=("b200", "mi355", "h100", "a100")),
-    "suite.training.models": Field("list[str]", ["unet3d"], "Training workloads of `submit all` (one chain each: "
-                                   "datagen and 6 runs).", choices=TRAINING_MODELS),
-    "suite.training.params": Field("list[str]", [], "DLIO overrides (KEY=VALUE, as --param) for every training "
-                                   "workload of `submit all`, e.g. reader.read_threads=16; checked against the "
-                                   "CLOSED and OPEN lists like --param.",
-                                   pattern=re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*=.*$"),
-                                   pattern_help="KEY=VALUE such as reader.read_threads=16"),
-    "suite.checkpointing.models": Field("list[str]", ["llama3-8b"], "Checkpointing workloads of `submit all`.",
-                                        choices=CHECKPOINT_MODELS),
+    **suite_fields(),
     # --- site templates
     "templates.dir": Field("str", None, "Directory of site templates that override packaged ones by file name "
                            "(searched before /etc/mlps-slurm/templates/).", nullable=True),

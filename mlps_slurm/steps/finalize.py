@@ -1,211 +1,27 @@
 """Finalize, inside the last job of a chain (afterany: it runs whatever happened before it).
 
-Reads what the chain produced (preflight.json, the engine's raw output, the Slurm states of the earlier jobs),
-normalizes the engine output into results/results.json, writes results/results.txt, and exits non-zero when the
-run produced no usable result, so the failure is visible in Slurm too. It always writes its report first.
+Reads what the chain produced (preflight.json, the engine's raw output, the Slurm states of the earlier jobs) through
+the finalize of the run's benchmark (mlps_slurm/benchmarks/<name>/finalize.py), which writes results/results.json
+and results/results.txt; exits non-zero when the run produced no usable result, so the failure is visible in Slurm
+too. The report is always written first.
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import os
 import sys
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from mlps_slurm.benchmarks.checkpointing.engine import EngineOutputError, load_results
-from mlps_slurm.report import checkpointing_table
-from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
-
-
-def _summarize_tasks(states: list[Any]) -> dict[str, Any]:
-    """An array job: one row per task that has its own record; `rest` is Slurm's record for the tasks that never
-    got one (still pending, or cancelled before they started)."""
-    tasks = sorted((s for s in states if s.array_task.isdigit()), key=lambda s: int(s.array_task))
-    rest = next((s for s in states if not s.array_task.isdigit()), None)
-    rows = [{"task": int(s.array_task), "job_id": s.job_id, "state": s.state, "reason": s.reason,
-             "exit_code": s.exit_code, "nodes": s.nodes} for s in tasks]
-    bad = [r for r in rows if r["state"] != "COMPLETED"]
-    if bad:
-        state, reason = bad[0]["state"], bad[0]["reason"]
-    elif rest is not None:
-        state, reason = rest.state, rest.reason
-    else:
-        state, reason = ("COMPLETED", "") if rows else ("UNKNOWN", "Slurm reports no task")
-    out: dict[str, Any] = {"state": state, "reason": reason, "tasks": rows}
-    if rest is not None:
-        out["rest"] = {"state": rest.state, "reason": rest.reason}
-    return out
-
-
-def job_states(manifest: dict[str, Any], arrays: tuple[str, ...] = ("run",)) -> dict[str, dict[str, Any]]:
-    """Slurm states of the chain's other jobs; the array jobs (`arrays`, by key) with one entry per task."""
-    jobs = {key: job["job_id"] for key, job in manifest.get("jobs", {}).items()
-            if job.get("job_id") and job["job_id"] != os.environ.get("SLURM_JOB_ID")}
-    if not jobs:
-        return {}
-    try:
-        from mlps_slurm.slurm import get_backend
-
-        states = get_backend().states(list(jobs.values()))
-    except Exception as exc:  # the report matters more than the states; record why they are missing
-        return {key: {"job_id": jid, "state": "UNKNOWN", "reason": f"could not query Slurm: {exc}"}
-                for key, jid in jobs.items()}
-    out: dict[str, dict[str, Any]] = {}
-    for key, jid in jobs.items():
-        entries = states.get(jid) or []
-        if key in arrays:
-            out[key] = {"job_id": jid, **_summarize_tasks(entries)}
-        elif entries:
-            s = entries[0]
-            out[key] = {"job_id": jid, "state": s.state, "reason": s.reason, "exit_code": s.exit_code,
-                        "nodes": s.nodes}
-    return out
-
-
-def job_note(states: dict[str, dict[str, Any]], key: str, task: int | None = None) -> str:
-    """" (job 12 FAILED, NonZeroExitCode)": what Slurm says about a job or one of its array tasks."""
-    job = states.get(key)
-    if not job:
-        return ""
-    if task is not None:
-        row = next((t for t in job.get("tasks", []) if t["task"] == task), None)
-        if row:
-            why = f", {row['reason']}" if row["reason"] not in ("", "None") else ""
-            return f" (array task {job['job_id']}_{task}: {row['state']}{why})"
-        if job.get("rest"):
-            return f" (array task {job['job_id']}_{task}: {job['rest']['state']} before it started)"
-    reason = job.get("reason", "")
-    return f" (job {job['job_id']} {job['state']}{', ' + reason if reason not in ('', 'None') else ''})"
-
-
-def preflight_reasons(run: RunDirectory, states: dict[str, dict[str, Any]]) -> list[str]:
-    path = run.preflight / "preflight.json"
-    if not path.is_file():
-        return [f"preflight did not report{job_note(states, 'preflight')}; see {run.logs}"] \
-            if "preflight" in states else []
-    try:
-        summary = read_json(path)
-    except (OSError, ValueError) as exc:
-        return [f"{path}: unreadable ({exc})"]
-    if summary.get("ok"):
-        return []
-    failed = [f"{f['node']} {f['check']}: {f['message']}" for f in summary.get("failures", [])]
-    return [f"preflight failed ({path.parent / 'preflight.txt'}): " + "; ".join(failed)]
-
-
-def finalize_checkpointing(run: RunDirectory) -> dict[str, Any]:
-    manifest = run.read_manifest()
-    request = manifest["request"]
-    states = job_states(manifest)
-    reasons = preflight_reasons(run, states)
-    metrics = None
-    engine_output = Path(request["engine_output"])
-    if engine_output.is_file():
-        try:
-            metrics = load_results(engine_output)
-        except EngineOutputError as exc:
-            reasons.append(str(exc))
-    else:
-        bench = states.get("checkpointing", {})
-        detail = f" (job {bench.get('job_id')} {bench.get('state')}: {bench.get('reason')})" if bench else ""
-        reasons.append(f"the checkpointing engine left no output at {engine_output}{detail}")
-    if metrics is not None:
-        expected = request["expected_bytes_per_checkpoint"]
-        for c in metrics["checkpoints"]:
-            if c["bytes"] != expected:
-                reasons.append(f"{c['phase']} checkpoint {c['index']} moved {c['bytes']} bytes, expected {expected}")
-        for phase, key in (("write", "num_checkpoints_write"), ("read", "num_checkpoints_read")):
-            count = metrics.get(phase, {}).get("count", 0)
-            if count != request[key]:
-                reasons.append(f"{count} {phase} checkpoints recorded, {request[key]} planned")
-    return write_results(run, manifest, reasons, states, checkpointing_table,
-                         num_processes=request["num_processes"], metrics=metrics)
-
-
-def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str], states: dict[str, Any],
-                  table: Callable[[dict[str, Any]], str], **fields: Any) -> dict[str, Any]:
-    """results.json (what every benchmark reports, then its own `fields`), then the rules' verdict and the official
-    checker's beside it, then the readable table."""
-    request = manifest["request"]
-    results = {
-        "schema": "mlps-slurm/results/1",
-        "run_id": manifest["run_id"],
-        "benchmark": manifest["benchmark"],
-        "model": request["model"],
-        "nodes": request["nodes"],
-        "scale": request["scale"],
-        "status": "failed" if reasons else "success",
-        "reasons": reasons,
-        "submittable": bool(manifest.get("plan", {}).get("submittable")) and not reasons,
-        "notes": manifest.get("plan", {}).get("notes", []),
-        "jobs": states,
-        **fields,
-        "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
-    }
-    atomic_write_json(run.results / "results.json", results)
-    # The rules read results.json, so they run after it exists; their verdict is then added to it.
-    results["verdict"], results["rule_findings"] = rules_verdict(run)
-    results["official_checker"] = official_checker(run)
-    atomic_write_json(run.results / "results.json", results)
-    atomic_write_text(run.results / "results.txt", table(results))
-    return results
-
-
-OFFICIAL_CHECKER = "mlpstorage"
-
-
-def official_checker(run: RunDirectory, timeout: float = 600) -> dict[str, Any]:
-    """Run MLPerf Storage's own checker when the cluster has it, and record its verdict beside ours.
-
-    It never replaces our verdict: it does not know Slurm runs and (with DLIO 2.0.0 output) has crashed or
-    skipped runs silently, so its exit status and output are recorded as they are.
-    """
-    import shutil
-    import subprocess
-
-    exe = shutil.which(OFFICIAL_CHECKER)
-    if exe is None:
-        return {"installed": False, "note": f"{OFFICIAL_CHECKER} is not on PATH; only mlps-slurm's rules ran"}
-    argv = [exe, "reports", "reportgen", "--results-dir", str(run.raw), "--output-dir",
-            str(run.results / "official-checker")]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"installed": True, "command": argv, "error": str(exc)}
-    atomic_write_text(run.results / "official-checker.log", proc.stdout + proc.stderr)
-    return {"installed": True, "command": argv, "exit_code": proc.returncode,
-            "verdict": "passed" if proc.returncode == 0 else "failed",
-            "output_tail": (proc.stdout + proc.stderr)[-2000:]}
-
-
-def rules_verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
-    from mlps_slurm.verify import verify_run, write_run_verdict
-
-    verdict = verify_run(run.path)
-    write_run_verdict(verdict, run.path)
-    return verdict.verdict.value, [f.to_dict() for f in verdict.findings if f.verdict.value != "CLOSED"]
+from mlps_slurm.rundir import RunDirectory
 
 
 def finalize_run(run: RunDirectory) -> tuple[dict[str, Any], str]:
-    """Finalize whichever benchmark the run's manifest names: (results, the readable table)."""
-    benchmark = run.read_manifest().get("benchmark")
-    if benchmark == "training":
-        from mlps_slurm.report import training_table
-        from mlps_slurm.benchmarks.training.finalize import finalize_training
+    """Finalize whichever run the manifest names, a suite or one benchmark: (results, the readable table)."""
+    from mlps_slurm.steps.finalize_suite import SUITE, finalize_benchmark, finalize_suite
 
-        results = finalize_training(run)
-        return results, training_table(results)
-    if benchmark == "checkpointing":
-        results = finalize_checkpointing(run)
-        return results, checkpointing_table(results)
-    if benchmark == "suite":
-        from mlps_slurm.steps.finalize_suite import finalize_suite
-
+    if run.read_manifest().get("benchmark") == SUITE:
         return finalize_suite(run)
-    raise SystemExit(f"mlps-slurm finalize: {run.path / 'manifest.json'}: benchmark {benchmark!r} has no finalize "
-                     "step in this version of mlps-slurm")
+    return finalize_benchmark(run)
 
 
 def main(argv: list[str] | None = None) -> int:

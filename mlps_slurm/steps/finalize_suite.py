@@ -15,9 +15,27 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from mlps_slurm.plan_suite import SUITE
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text
 
 SCHEMA = "mlps-slurm/suite-results/1"
+__all__ = ["SUITE", "finalize_benchmark", "finalize_suite"]
+
+
+def finalize_benchmark(run: RunDirectory) -> tuple[dict[str, Any], str]:
+    """Finalize one benchmark run with its own benchmark's finalize: (results, the readable table)."""
+    from mlps_slurm import benchmarks
+
+    manifest_path = run.manifest_path
+    name = run.read_manifest().get("benchmark")
+    try:
+        bench = benchmarks.get(name)
+    except benchmarks.UnknownBenchmark as exc:
+        raise SystemExit(f"mlps-slurm finalize: {manifest_path}: {exc}") from None
+    if not bench.runnable:
+        raise SystemExit(f"mlps-slurm finalize: {manifest_path}: benchmark {name!r} has no finalize step in this "
+                         "version of mlps-slurm")
+    return bench.finalize(run)
 
 
 def _own_preflight(suite: RunDirectory, member: RunDirectory) -> None:
@@ -29,14 +47,12 @@ def _own_preflight(suite: RunDirectory, member: RunDirectory) -> None:
 
 
 def _finalize_member(suite: RunDirectory, info: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    from mlps_slurm.steps.finalize import finalize_run
-
     member = RunDirectory(suite.path / info["dir"])
     row = {"name": info["name"], "benchmark": info["benchmark"], "model": info["model"], "run_id": info["run_id"],
            "path": str(member.path)}
     try:
         _own_preflight(suite, member)
-        results, table = finalize_run(member)
+        results, table = finalize_benchmark(member)
     except Exception as exc:  # one workload's broken output must not cost the others their report
         detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
         row.update(status="failed", verdict="INVALID", reasons=[f"its finalize failed: {detail}"])

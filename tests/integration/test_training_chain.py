@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from mlps_slurm.benchmarks.training import engine as eng
+from mlps_slurm.benchmarks.training.record import training_record
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SCALE = "0.024"
@@ -66,7 +67,7 @@ def test_unet3d_chain_end_to_end(results_dir, data_dir):
     proc, run = submit(results_dir, data_dir)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     manifest = json.loads((run / "manifest.json").read_text())
-    request = manifest["request"]
+    request = training_record(run, manifest)  # the request, the plan's settings, the size datagen settled
     jobs = {k: v["job_id"] for k, v in manifest["jobs"].items()}
     assert list(jobs) == ["preflight", "datagen", "run", "finalize"]
     single = {k: job_records(jobs[k])[0] for k in ("preflight", "datagen", "finalize")}
@@ -146,8 +147,9 @@ def test_engine_crash_fails_the_run_job_and_the_report_says_why(results_dir, dat
     assert results["reasons"][0].startswith("run 00: ")
     assert all("did not start" in r and "CANCELLED" in r for r in results["reasons"][1:])
     assert "spwan" in proc.stdout
-    reuse = manifest["request"]["dataset_reuse"]
-    assert reuse["requested"] and reuse["verified"]  # reused when the first test left the same dataset
+    assert manifest["request"]["reuse_data"]
+    datagen = json.loads((run / "raw" / "training" / "unet3d" / "datagen" / "datagen.json").read_text())
+    assert datagen["reused"] and not datagen["problems"]  # reused when the first test left the same dataset
 
 
 def test_a_second_chain_never_regenerates_a_dataset_the_first_is_reading(tmp_path):

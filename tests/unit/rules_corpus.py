@@ -17,7 +17,7 @@ from typing import Any
 
 from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS, rank_shards
 from mlps_slurm.benchmarks.checkpointing.engine import ENGINE_SCHEMA, normalize
-from mlps_slurm.report import checkpointing_table
+from mlps_slurm.benchmarks.checkpointing.report import table as checkpointing_table
 
 T0 = 1_800_000_000.0  # 2027-01-15, an arbitrary fixed epoch so timestamps are stable
 

@@ -6,8 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.chain import create_run, submit_chain
-from mlps_slurm.plan import CheckpointingRequest, plan_checkpointing
+from mlps_slurm.chain import submit_chain
+
+from mlps_slurm.run import create_run
+from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
+from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
 from mlps_slurm.profile import load_profile
 from mlps_slurm.rundir import new_run_id
 from mlps_slurm.slurm import SlurmError
@@ -67,6 +70,6 @@ def test_skip_preflight_submits_an_unvalidated_chain(tmp_path):
     assert list(ids) == ["checkpointing", "finalize"]
     assert backend.released == [] and backend.extra_args[0] == []
     manifest = run.read_manifest()
-    assert manifest["request"]["validated"] is False and manifest["plan"]["submittable"] is False
+    assert manifest["settings"]["validated"] is False and manifest["request"]["skip_preflight"] is True
     assert any("unvalidated" in n for n in manifest["plan"]["notes"])
     assert (run.path / "pin-jobs.txt").read_text() == ""

@@ -6,13 +6,6 @@ import os
 
 import pytest
 
-from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS
-from mlps_slurm.cli.main import CHECKPOINT_MODELS
-
-
-def test_cli_model_choices_match_catalog():
-    assert tuple(LLAMA3_MODELS) == CHECKPOINT_MODELS
-
 
 @pytest.mark.parametrize("args, expected", [
     (["submit", "trainingz", "--model", "x"],

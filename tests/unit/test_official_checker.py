@@ -9,7 +9,7 @@ from __future__ import annotations
 import stat
 
 from mlps_slurm.rundir import RunDirectory
-from mlps_slurm.steps.finalize import official_checker
+from mlps_slurm.steps.outcome import official_checker
 
 
 def test_absent_checker_is_recorded_as_absent(tmp_path, monkeypatch):

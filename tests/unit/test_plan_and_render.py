@@ -10,13 +10,21 @@ from pathlib import Path
 import pytest
 
 from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS, rank_shards
-from mlps_slurm.plan import CheckpointingRequest, PlanError, plan_checkpointing
+from mlps_slurm.plan import PlanError
+from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
+from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 RUN_DIR = "/scratch/runs/checkpointing-20261128-120000-abcdef"
 PY = "/opt/venv/bin/python"
+
+
+def prerun_ok(plan):
+    """Whether the rules let this plan's run be submitted (CLOSED or OPEN), judged before it runs."""
+    from mlps_slurm.rules import check_request, combine
+    return combine(check_request(plan.benchmark, plan.record())).value != "INVALID"
 
 
 def make_plan(overrides=(), **request):
@@ -54,28 +62,28 @@ def test_chain_shape_and_dependencies():
 
 def test_closed_process_count_is_default_and_spread_over_profile_nodes():
     plan = make_plan()
-    assert plan.request["num_processes"] == 8 and plan.request["nodes"] == 4
+    assert plan.record()["num_processes"] == 8 and plan.record()["nodes"] == 4
     assert "--ntasks=8" in plan.job("checkpointing").sbatch
     assert "--ntasks-per-node=2" in plan.job("checkpointing").sbatch
     assert plan.job("checkpointing").context["launch"][:3] == ["srun", "--mpi=pmix", "--ntasks=8"]
-    assert plan.submittable
+    assert prerun_ok(plan)
 
 
 def test_expected_bytes_follow_catalog_and_scale():
     plan = make_plan(scale=0.001, num_processes=4)
     expected = sum(s.total_bytes for s in rank_shards(LLAMA3_MODELS["llama3-8b"], 4, 0.001))
-    assert plan.request["expected_bytes_per_checkpoint"] == expected
-    assert not plan.submittable and "not submittable" in plan.notes[0]
+    assert plan.record()["expected_bytes_per_checkpoint"] == expected
+    assert not prerun_ok(plan)
 
 
 @pytest.mark.parametrize("request_kw, message", [
-    ({"model": "llama3-13b"}, "valid models: llama3-8b, llama3-70b, llama3-405b, llama3-1t"),
+    ({"model": "llama3-13b"}, "is not one of llama3-8b, llama3-70b, llama3-405b, llama3-1t"),
     ({"model": "llama3-405b", "num_processes": 8}, "must be a multiple of 256"),
-    ({"scale": 0}, "--scale must be in (0, 1]"),
+    ({"scale": 0}, "--scale must be > 0 and <= 1"),
     ({"nodes": 5}, "but the profile allows 4 (nodes.count)"),
     ({"model": "llama3-70b"}, "64 ranks at 2 simulated accelerators per node"),
     ({"num_processes": 2, "nodes": 3}, "each node needs at least one rank"),
-    ({"engine": "fio"}, "valid engines: builtin, dlio"),
+    ({"engine": "fio"}, "is not one of builtin, dlio"),
 ])
 def test_bad_requests_say_what_to_change(request_kw, message):
     with pytest.raises(PlanError, match=None) as err:

@@ -18,6 +18,9 @@ DEBIAN = {"id": "debian", "id_like": "", "version_id": "12", "name": "Debian GNU
 GIB = 1 << 30
 
 
+# What every manifest carries (mlps_slurm.rundir checks it when reading).
+MANIFEST_HEAD = {"schema": "mlps-slurm/manifest/2", "run_id": "run", "benchmark": "preflight", "request": {}}
+
 def memory(total_gib: float) -> dict:
     return {"total_bytes": int(total_gib * GIB), "cgroup_limit_bytes": None}
 
@@ -292,7 +295,7 @@ def test_node_main_writes_an_index_line_and_the_full_report(tmp_path, monkeypatc
 
     run = RunDirectory(tmp_path / "run")
     (run.preflight / "nodes").mkdir(parents=True)
-    atomic_write_json(run.manifest_path, {"preflight": spec_for(tmp_path / "ckpt", tmp_path)})
+    atomic_write_json(run.manifest_path, {**MANIFEST_HEAD, "preflight": spec_for(tmp_path / "ckpt", tmp_path)})
     monkeypatch.setenv("SLURMD_NODENAME", "n1")
     monkeypatch.setenv("SLURM_JOB_ID", "5")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "n1")

@@ -18,10 +18,13 @@ NOW = 1_800_000_000.0
 DIR = "/shared/ckpt"
 
 
+# What every manifest carries (mlps_slurm.rundir checks it when reading).
+MANIFEST_HEAD = {"schema": "mlps-slurm/manifest/2", "run_id": "run", "benchmark": "preflight", "request": {}}
+
 def make_run(tmp_path: Path, **spec) -> RunDirectory:
     run = RunDirectory(tmp_path / "run")
     (run.preflight / "nodes").mkdir(parents=True)
-    atomic_write_json(run.manifest_path, {"preflight": {"storage": [], **spec}})
+    atomic_write_json(run.manifest_path, {**MANIFEST_HEAD, "preflight": {"storage": [], **spec}})
     return run
 
 

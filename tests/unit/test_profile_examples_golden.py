@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from mlps_slurm.plan import CheckpointingRequest, plan_checkpointing
-from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
+from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
+from mlps_slurm.benchmarks.training.request import TrainingRequest
+from mlps_slurm.benchmarks.training.plan import plan as plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 from mlps_slurm.resources import templates_dir

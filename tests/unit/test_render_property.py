@@ -14,7 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlps_slurm.plan import CheckpointingRequest, PlanError, plan_checkpointing
+from mlps_slurm.plan import PlanError
+from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
+from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
 from mlps_slurm.profile import load_profile
 from mlps_slurm.profile.schema import SCHEMA, check_value, cross_field_problems
 from mlps_slurm.render import TemplateError, render_plan

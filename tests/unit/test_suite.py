@@ -11,11 +11,14 @@ import pytest
 
 from mlps_slurm.benchmarks.checkpointing.catalog import LLAMA3_MODELS
 from mlps_slurm.benchmarks.training.catalog import MODELS
-from mlps_slurm.chain import create_run, submit_chain
-from mlps_slurm.plan import PlanError, plan_checkpointing, CheckpointingRequest
+from mlps_slurm.chain import submit_chain
+from mlps_slurm.run import create_run
+from mlps_slurm.plan import PlanError
+from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
+from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
 from mlps_slurm.plan_suite import SuiteRequest, plan_suite
 from mlps_slurm.profile import load_profile
-from mlps_slurm.profile.schema import CHECKPOINT_MODELS, SUITE_BENCHMARKS, TRAINING_MODELS
+from mlps_slurm.profile.schema import SCHEMA
 from mlps_slurm.render import render_plan
 from mlps_slurm.rundir import RunDirectory
 from mlps_slurm.verify import discover
@@ -36,9 +39,11 @@ def make_plan(tmp_path: Path, *overrides: str, **request):
                       run_dir=f"{tmp_path}/runs/{RUN_ID}", python=PY), profile
 
 
-def test_schema_choices_match_the_catalogs():
-    assert TRAINING_MODELS == MODELS and CHECKPOINT_MODELS == tuple(LLAMA3_MODELS)
-    assert SUITE_BENCHMARKS == ("training", "checkpointing")
+def test_schema_suite_keys_come_from_the_registry():
+    assert tuple(SCHEMA["suite.training.models"].choices) == MODELS
+    assert tuple(SCHEMA["suite.checkpointing.models"].choices) == tuple(LLAMA3_MODELS)
+    assert tuple(SCHEMA["suite.benchmarks"].choices) == ("training", "checkpointing")  # the runnable ones
+    assert "suite.training.params" in SCHEMA and "suite.kvcache.models" not in SCHEMA
 
 
 def test_one_preflight_workloads_one_after_another_one_finalize(tmp_path):
@@ -60,7 +65,7 @@ def test_one_preflight_workloads_one_after_another_one_finalize(tmp_path):
     assert run.context["run_dir"] == member_dir
     assert f"--output={member_dir}/logs/%x-%j.out" in run.sbatch
     assert "--nodes=2" in plan.job("checkpointing-llama3-8b.checkpointing").sbatch
-    assert [m["run_id"] for m in plan.request["members"]] == [
+    assert [m["run_id"] for m in plan.record()["members"]] == [
         "training-unet3d-20261204-120000-abcdef", "checkpointing-llama3-8b-20261204-120000-abcdef"]
 
 
@@ -97,7 +102,7 @@ def test_preflight_needs_are_the_union_and_space_adds_up(tmp_path):
     (("suite.accelerator=mi355", "suite.training.models=[unet3d]"), {},
      "training unet3d (profile localhost: suite.training.models)"),
     ((), {"nodes": 5}, "--nodes 5: the profile allows 4"),
-    ((), {"scale": 1.5}, "--scale must be in (0, 1]"),
+    ((), {"scale": 1.5}, "--scale must be > 0 and <= 1"),
 ])
 def test_bad_suite_requests_name_the_key_and_the_fix(tmp_path, overrides, request_, message):
     with pytest.raises(PlanError, match=None) as err:
@@ -113,7 +118,7 @@ def test_run_directory_holds_one_run_per_workload_and_submission_records_their_j
     assert list(ids) == [j.key for j in plan.jobs]
     # Every benchmark job is pinned to the validated nodes.
     assert (run.path / "pin-jobs.txt").read_text().split() == [ids[k] for k in list(ids)[1:4]]
-    for info in plan.request["members"]:
+    for info in plan.record()["members"]:
         member = RunDirectory(run.path / info["dir"])
         manifest = member.read_manifest()
         assert manifest["benchmark"] == info["benchmark"] and manifest["suite"]["run_id"] == RUN_ID
@@ -126,7 +131,7 @@ def test_run_directory_holds_one_run_per_workload_and_submission_records_their_j
         for job in manifest["plan"]["jobs"]:
             assert (member.path / job["script"]).resolve().is_file()
     roots, unused, _ = discover([run.path])
-    assert sorted(r.name for r in roots) == sorted(m["run_id"] for m in plan.request["members"])
+    assert sorted(r.name for r in roots) == sorted(m["run_id"] for m in plan.record()["members"])
     assert unused == []
 
 
@@ -137,9 +142,9 @@ def test_suite_finalize_reports_a_broken_workload_and_still_finalizes_the_other(
     run = create_run(plan, profile, tmp_path / "runs")
     submit_chain(run, FakeSlurmBackend())
     (run.preflight / "preflight.json").write_text(json.dumps({"ok": True, "failures": [], "nodes": []}))
-    training, checkpointing = (RunDirectory(run.path / m["dir"]) for m in plan.request["members"])
+    training, checkpointing = (RunDirectory(run.path / m["dir"]) for m in plan.record()["members"])
     # The checkpointing engine left a truncated output; the training chain left nothing at all.
-    engine_output = Path(checkpointing.read_manifest()["request"]["engine_output"])
+    engine_output = Path(checkpointing.read_manifest()["settings"]["engine_output"])
     engine_output.parent.mkdir(parents=True, exist_ok=True)
     engine_output.write_text('{"schema": "mlps-slurm/checkpoint-engine/1", "checkp')
     monkeypatch.setattr("mlps_slurm.slurm.get_backend", FakeSlurmBackend)  # the finalize asks for job states

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mlps_slurm.benchmarks.training import catalog as cat
-from mlps_slurm.cli import training as cli_training
+from mlps_slurm.benchmarks.training.request import TrainingRequest
+from mlps_slurm.benchmarks.base import options_of
 from mlps_slurm.benchmarks.training import rules as rules
 
 GIB = 1 << 30
@@ -57,7 +58,8 @@ def test_unknown_names_list_the_valid_ones():
 
 
 def test_cli_choices_and_rules_tables_match_the_catalog():
-    assert cli_training.MODELS == cat.MODELS and cli_training.ACCELERATORS == cat.ACCELERATORS
+    spec = {f.name: s for f, s in options_of(TrainingRequest)}
+    assert spec["model"].choices == cat.MODELS and spec["accelerator"].choices == cat.ACCELERATORS
     assert rules.CLOSED_PARAMS == cat.CLOSED_PARAMS and rules.OPEN_PARAMS == cat.OPEN_PARAMS
     for key, w in cat.WORKLOADS.items():
         r = rules.WORKLOADS[key]

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from mlps_slurm.chain import create_run
+from mlps_slurm.run import create_run
 from mlps_slurm.benchmarks.training import engine as eng
-from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training.request import TrainingRequest
+from mlps_slurm.benchmarks.training.plan import plan as plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.rundir import RunDirectory
-from mlps_slurm.report import training_table
-from mlps_slurm.benchmarks.training.finalize import consecutive, finalize_training
+from mlps_slurm.benchmarks.training.report import table as training_table
+from mlps_slurm.benchmarks.training.finalize import consecutive, finalize
+
+
+def finalize_training(run):
+    return finalize(run)[0]
 
 RUN_ID = "training-20261128-120000-abcdef"
 T0 = dt.datetime(2026, 11, 28, 17, 0, 0)

@@ -6,11 +6,18 @@ import pytest
 
 from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.plan import PlanError
-from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training.request import TrainingRequest
+from mlps_slurm.benchmarks.training.plan import plan as plan_training
 from mlps_slurm.profile import load_profile
 
 RUN_ID = "training-20261128-120000-abcdef"
 RUN_DIR = f"/scratch/runs/{RUN_ID}"
+
+
+def prerun_ok(plan):
+    """Whether the rules let this plan's run be submitted (CLOSED or OPEN), judged before it runs."""
+    from mlps_slurm.rules import check_request, combine
+    return combine(check_request(plan.benchmark, plan.record())).value != "INVALID"
 
 
 def plan(**kw):
@@ -75,9 +82,11 @@ def test_invalid_param_is_refused_before_submission_unless_allowed():
     text = str(err.value)
     assert "--param reader.batch_size: allowed in neither division" in text and "--allow-invalid" in text
     p = plan(params=("reader.batch_size=4",), allow_invalid=True)
-    assert not p.submittable and p.request["params_verdict"] == "INVALID"
-    assert any("make the run INVALID" in n for n in p.notes)
-    assert p.request["workload_config"]["reader"]["batch_size"] == 4
+    assert not prerun_ok(p) and p.record()["params_verdict"] == "INVALID"
+    from mlps_slurm.rules import check_request
+    assert any(f.rule_id == "train.params" and f.verdict.value == "INVALID"
+               for f in check_request("training", p.record()))
+    assert p.record()["workload_config"]["reader"]["batch_size"] == 4
 
 
 def test_managed_param_is_refused_even_with_allow_invalid():
@@ -87,10 +96,11 @@ def test_managed_param_is_refused_even_with_allow_invalid():
 
 def test_closed_and_open_params_are_accepted_and_recorded():
     p = plan(params=("reader.read_threads=2", "reader.odirect=True"))
-    assert p.request["params"] == {"reader.read_threads": "2", "reader.odirect": "True"}
-    assert p.request["params_verdict"] == "CLOSED" and p.submittable
+    assert p.record()["param_values"] == {"reader.read_threads": "2", "reader.odirect": "True"}
+    assert p.record()["params_verdict"] == "CLOSED" and prerun_ok(p)
     p = plan(params=("dataset.format=hdf5",))
-    assert p.request["params_verdict"] == "OPEN" and any("OPEN-division" in n for n in p.notes)
+    from mlps_slurm.rules import check_request, combine
+    assert p.record()["params_verdict"] == "OPEN" and combine(check_request("training", p.record())).value == "OPEN"
 
 
 @pytest.mark.parametrize("kw, message", [
@@ -105,7 +115,7 @@ def test_closed_and_open_params_are_accepted_and_recorded():
      "set dataset.record_length_stdev to match"),
     ({"params": ("dataset.num_samples_per_file=0",)}, "expected a whole number >= 1"),
     ({"scale": 0.001}, "every AU would be 0; use --scale 0.004 or more"),
-    ({"scale": 1.5}, "--scale must be in (0, 1]"),
+    ({"scale": 1.5}, "--scale must be > 0 and <= 1"),
     ({"nodes": 5}, "the profile allows 4 (nodes.count)"),
     ({"params": ("dataset.num_files_train=100",)}, "below the 7000 files the rules require"),
 ])
@@ -119,13 +129,13 @@ def test_tensorflow_workloads_are_flagged_for_the_probe():
     profile = load_profile("localhost", ["nodes.memory_gb=64"])
     p = plan_training(TrainingRequest("resnet50", "h100", accelerators_per_node=1, nodes=1), profile,
                       run_id=RUN_ID, run_dir=RUN_DIR, python="/py")
-    assert p.request["needs_tensorflow"] and "tensorflow" in p.preflight["python_modules"]
-    assert not p.submittable  # resnet50 is what-if only in v3.0
+    assert p.record()["needs_tensorflow"] and "tensorflow" in p.preflight["python_modules"]
+    assert not prerun_ok(p)  # resnet50 is what-if only in v3.0
     open_variant = plan_training(
         TrainingRequest("resnet50", "h100", accelerators_per_node=1, nodes=1,
                         params=("framework=pytorch", "reader.data_loader=pytorch", "dataset.format=npz")),
         profile, run_id=RUN_ID, run_dir=RUN_DIR, python="/py")
-    assert not open_variant.request["needs_tensorflow"]
+    assert not open_variant.record()["needs_tensorflow"]
 
 
 def test_probe_reports_missing_tensorflow_with_the_fix(tmp_path):

@@ -6,7 +6,10 @@ from __future__ import annotations
 import subprocess
 
 
-from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
+from mlps_slurm.benchmarks.training.request import TrainingRequest
+
+
+from mlps_slurm.benchmarks.training.plan import plan as plan_training
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 from mlps_slurm.rules import check_request
@@ -16,6 +19,12 @@ from tests.unit.test_plan_and_render import check_golden
 RUN_ID = "training-20261128-120000-abcdef"
 RUN_DIR = f"/scratch/runs/{RUN_ID}"
 PY = "/opt/venv/bin/python"
+
+
+def prerun_ok(plan):
+    """Whether the rules let this plan's run be submitted (CLOSED or OPEN), judged before it runs."""
+    from mlps_slurm.rules import check_request, combine
+    return combine(check_request(plan.benchmark, plan.record())).value != "INVALID"
 
 
 def make_plan(overrides=(), **kw):
@@ -43,7 +52,7 @@ def test_chain_shape_dependencies_and_array():
 
 def test_memory_from_profile_settles_the_dataset_at_plan_time():
     plan = make_plan(["nodes.memory_gb=64"])
-    r = plan.request
+    r = plan.record()
     # 500 x 7 x 2 = 7,000 samples vs 2 x 64 x 5 x 2^30 / 146,600,628 = 4,687.6 -> 4,688: 7,000 files
     assert r["num_files_train"] == 7000 and r["datasize"]["final"] and r["datasize"]["decided_by"] == "accelerators"
     assert r["dataset_dir"].startswith("/data/mlps/unet3d/7000f-")
@@ -54,16 +63,16 @@ def test_memory_from_profile_settles_the_dataset_at_plan_time():
     assert pre["separate_filesystems"] == [["data_dir", "results_dir"]]
     assert {"dlio_benchmark", "dftracer.logger", "mpi4py", "mlps_slurm.benchmarks.training.job"} <= \
         set(pre["python_modules"])
-    assert plan.submittable and plan.notes == ()
+    assert prerun_ok(plan) and plan.notes == ()
 
 
 def test_unknown_memory_is_settled_in_the_datagen_job():
     plan = make_plan(scale=0.024)
-    r = plan.request
+    r = plan.record()
     assert not r["datasize"]["final"] and r["dataset_dir"] is None and r["num_files_train"] == 168
     assert "memory_sizes_dataset" not in plan.preflight
     assert any("settled from the preflight's memory facts" in n for n in plan.notes)
-    assert not plan.submittable and any("scaled run" in n for n in plan.notes)
+    assert not prerun_ok(plan) and any("scaled run" in n for n in plan.notes)
     # Before submission the size rule is not judged on unknown memory: the datagen job applies it; once the chain
     # has run without the memory ever being settled, the same rule makes the run INVALID.
     size = next(f for f in check_request("training", r) if f.rule_id == "train.dataset_size")
@@ -76,7 +85,7 @@ def test_unknown_memory_is_settled_in_the_datagen_job():
 
 def test_request_carries_what_the_rules_and_the_steps_read():
     plan = make_plan(["nodes.memory_gb=64"], params=("reader.read_threads=2",))
-    r = plan.request
+    r = plan.record()
     for key in ("benchmark", "model", "accelerator", "num_accelerators", "nodes", "client_memory_gb",
                 "num_files_train", "num_subfolders_train", "params", "scale", "data_dir", "runs", "results_dir",
                 "workload_config", "workload_name", "config_dir", "au_threshold", "record_length", "batch_size"):
@@ -89,11 +98,11 @@ def test_request_carries_what_the_rules_and_the_steps_read():
 
 def test_checkpointing_workload_needs_the_checkpoint_dir():
     plan = make_plan(["nodes.memory_gb=64"], accelerator="h100")
-    assert plan.request["checkpoint_folder"] == f"/scratch/ckpt/{RUN_ID}/unet3d"
+    assert plan.record()["checkpoint_folder"] == f"/scratch/ckpt/{RUN_ID}/unet3d"
     assert {"id": "checkpoint_dir", "path": "/scratch/ckpt", "required_free_bytes": 2 * 499_153_191} in \
         plan.preflight["storage"]
     b200 = make_plan(["nodes.memory_gb=64"])
-    assert b200.request["checkpoint_folder"] == f"{RUN_DIR}/dlio/checkpoints-unused"
+    assert b200.record()["checkpoint_folder"] == f"{RUN_DIR}/dlio/checkpoints-unused"
 
 
 def test_golden_scripts_localhost():

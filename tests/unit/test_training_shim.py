@@ -126,8 +126,9 @@ def test_tfrecord_index_stand_in(tmp_path):
 
 
 def test_prepare_settles_the_size_from_preflight_facts(tmp_path):
-    from mlps_slurm.chain import create_run
-    from mlps_slurm.benchmarks.training.plan import TrainingRequest, plan_training
+    from mlps_slurm.run import create_run
+    from mlps_slurm.benchmarks.training.request import TrainingRequest
+    from mlps_slurm.benchmarks.training.plan import plan as plan_training
     from mlps_slurm.profile import load_profile
 
     profile = load_profile("localhost", [f"storage.results_dir={tmp_path / 'runs'}",
@@ -141,8 +142,11 @@ def test_prepare_settles_the_size_from_preflight_facts(tmp_path):
     node = {"memory": {"total_bytes": 512 * (1 << 30)}}
     (run.preflight / "preflight.json").write_text(json.dumps({"ok": True, "reports": {"n1": {"facts": node},
                                                                                       "n2": {"facts": node}}}))
+    before = run.manifest_path.read_bytes()
     assert shim.main(["prepare", "--run-dir", str(run.path)]) == 0
-    request = run.read_manifest()["request"]
+    assert run.manifest_path.read_bytes() == before  # jobs never rewrite the manifest
+    from mlps_slurm.benchmarks.training.record import training_record
+    request = training_record(run.path, run.read_manifest())  # the size the datagen job settled
     # memory term: 2 x 512 GiB x 5 x 2^30 / 146,600,628 = 37,500.3 -> 37,501 files > 7,000; x 0.024 = 901
     assert request["num_files_train"] == 901 and request["client_memory_gb"] == 512
     assert request["datasize"]["decided_by"] == "memory" and request["datasize"]["final"]

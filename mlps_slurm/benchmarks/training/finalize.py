@@ -18,10 +18,11 @@ from typing import Any
 from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.rules.facts import client_memory, node_facts
-from mlps_slurm.report import training_table
-from mlps_slurm.rundir import RunDirectory, read_json
+from mlps_slurm.benchmarks.training.record import SettledSizeError, training_record
+from mlps_slurm.benchmarks.training.report import table
+from mlps_slurm.rundir import RunDirectory, read_json, run_record
 from mlps_slurm.benchmarks.training.dataset_lease import drop_lease
-from mlps_slurm.steps.finalize import job_note, job_states, preflight_reasons, write_results
+from mlps_slurm.steps.outcome import job_note, job_states, preflight_reasons, write_results
 
 GIB = 1 << 30
 
@@ -181,12 +182,16 @@ def scored_summary(runs: list[dict[str, Any]], threshold: float) -> dict[str, An
     }
 
 
-def finalize_training(run: RunDirectory) -> dict[str, Any]:
+def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
     manifest = run.read_manifest()
-    request = manifest["request"]
     states = job_states(manifest)
-    raw = run.raw / "training" / request["model"]
     reasons = preflight_reasons(run, states)
+    try:
+        request = training_record(run.path, manifest)
+    except SettledSizeError as exc:
+        reasons.append(str(exc))
+        request = run_record(manifest)
+    raw = run.raw_dir("training", request["model"])
     datagen, datagen_problems = (None, []) if reasons else load_datagen(run, raw, states)
     reasons += datagen_problems
     runs: list[dict[str, Any]] = []
@@ -194,7 +199,7 @@ def finalize_training(run: RunDirectory) -> dict[str, Any]:
         runs, run_reasons = load_runs(run, raw, request, datagen, states)
         reasons += run_reasons
     try:
-        preflight = read_json(run.preflight / "preflight.json")
+        preflight = read_json(run.preflight_report)
     except (OSError, ValueError):
         preflight = None
     threshold = 100 * float(request["au_threshold"])
@@ -203,8 +208,8 @@ def finalize_training(run: RunDirectory) -> dict[str, Any]:
             drop_lease(request["dataset_dir"], manifest["run_id"])
         except OSError as exc:
             reasons.append(f"could not remove this chain's dataset lease: {exc}")
-    return write_results(
-        run, manifest, reasons, states, training_table,
+    results = write_results(
+        run, manifest, reasons, states, table,
         accelerator=request["accelerator"],
         num_accelerators=request["num_accelerators"],
         dataset=None if datagen is None else {
@@ -217,3 +222,4 @@ def finalize_training(run: RunDirectory) -> dict[str, Any]:
         summary=scored_summary(runs, threshold),
         consecutive=consecutive(runs),
         caching=caching(request, datagen, preflight, runs) if datagen else None)
+    return results, table(results)

@@ -2,7 +2,8 @@
 
 `prepare` (datagen job, batch host, one task): settles the dataset size (from the preflight's memory facts when the
   profile declared none), picks the dataset directory, writes the complete DLIO workload files (one for datagen,
-  one per run: only the seed differs) and datasize.json, and records the settled size in the manifest.
+  one per run: only the seed differs) and datasize.json, which holds the settled size (the manifest is never
+  rewritten).
 `generate` (datagen job, every rank): keeps an existing dataset when --reuse-data was asked and its files match,
   else lets DLIO generate the files in parallel; then checks every file on disk (count, sizes within the configured
   spread) and fails the job on a mismatch, so no run starts on a wrong dataset. Writes datagen.json.
@@ -36,7 +37,8 @@ import yaml
 
 from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.benchmarks.training import engine as eng
-from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json
+from mlps_slurm.benchmarks.training.record import DATASIZE_FILE, training_record
+from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json, run_record
 from mlps_slurm.rules.facts import client_memory
 from mlps_slurm.benchmarks.training.dataset_lease import DatasetLock, active_users, take_lease
 from mlps_slurm.steps.pagecache import evict
@@ -407,7 +409,7 @@ def write_tfrecord2idx(run_dir: Path, python: str) -> None:
 def cmd_prepare(args: argparse.Namespace) -> int:
     run = RunDirectory(args.run_dir)
     manifest = run.read_manifest()
-    request = manifest["request"]
+    request = run_record(manifest)
     size, memory, source = settle_datasize(run, request)
     config = request["workload_config"]
     dataset_dir = request.get("dataset_dir_user") or \
@@ -419,12 +421,9 @@ def cmd_prepare(args: argparse.Namespace) -> int:
         write_tfrecord2idx(run.path, sys.executable)
     record = {"settled": now(), "memory_gib_per_host": memory, "memory_source": source, **size.as_dict(),
               "dataset_dir": dataset_dir, "explain": size.explain(), "configs": [str(p) for p in configs]}
-    atomic_write_json(run.path / "datasize.json", record)
-    # The rules and the finalize job read the request: record the settled size there (the login node wrote the
-    # manifest last when it released the preflight, long before this job could start).
-    request.update(num_files_train=size.num_files, client_memory_gb=memory, memory_source=source,
-                   datasize=size.as_dict(), dataset_bytes=size.total_bytes, dataset_dir=dataset_dir)
-    run.write_manifest(manifest)
+    # The run tasks, the finalize and the rules read the settled size from here (training_record); the manifest's
+    # request stays what was asked.
+    atomic_write_json(run.settled(DATASIZE_FILE), record)
     print(f"mlps-slurm: dataset {dataset_dir}: {size.num_files} files, {size.total_bytes / 1e9:.3f} GB "
           f"(decided by {size.decided_by}: {size.explain()}; memory from {source})", flush=True)
     return 0
@@ -490,7 +489,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
     mpi = Mpi()
     out = Path(args.output_dir)
     run = RunDirectory(args.run_dir)
-    request = run.read_manifest()["request"]
+    manifest = run.read_manifest()
+    request = training_record(run.path, manifest)
     name, config = guarded(mpi, out, "reading the workload file", lambda: load_phase_config(args, "datagen"))
     folder = Path(config["dataset"]["data_folder"])
     started, t0 = now(), time.monotonic()
@@ -527,10 +527,6 @@ def cmd_generate(args: argparse.Namespace) -> int:
                       write_bytes=sum(w.get("write_bytes", 0) for w in written),
                       dlio_argv=None if reuse else eng.dlio_argv(args.config_dir, name, str(out), args.overrides))
         atomic_write_json(out / "datagen.json", report)
-        manifest = run.read_manifest()
-        manifest["request"]["dataset_reuse"] = {"requested": bool(request.get("reuse_data")), "reused": reuse,
-                                                "decision": why, "verified": not report["problems"]}
-        run.write_manifest(manifest)
         if report["problems"]:
             code = 1
             for p in report["problems"]:

@@ -11,29 +11,16 @@ not declare it, in the datagen job from the memory the preflight measured on the
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
+from typing import Any, Mapping
 
 from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.benchmarks.training import engine as eng
-from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command,
-                             launcher_argv, preflight_job, preflight_requirements, sbatch_directives)
+from mlps_slurm.benchmarks.training.request import TrainingRequest
+from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command, finalize_job,
+                             launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
-
-
-@dataclass(frozen=True)
-class TrainingRequest:
-    model: str
-    accelerator: str
-    accelerators_per_node: int | None = None  # None: the profile's nodes.accelerators_per_node
-    nodes: int | None = None  # None: the profile's nodes.count
-    scale: float = 1.0
-    params: tuple[str, ...] = ()  # "key=value" DLIO workload overrides
-    allow_invalid: bool = False
-    reuse_data: bool = False
-    client_memory_gb: float | None = None  # GiB per client node; None: the profile's, else the preflight's
-
-    benchmark: str = field(default="training", init=False)
+from mlps_slurm.rundir import raw_path
 
 
 def _workload(request: TrainingRequest, to_run: bool = True) -> cat.TrainingWorkload:
@@ -139,17 +126,14 @@ def training_datasize(request: TrainingRequest, profile: SiteProfile) -> tuple[c
     return _size(request, w, params, config, nodes * per_node, nodes, memory)
 
 
-def plan_training(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir: str,
-                  python: str) -> Plan:
+def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir: str, python: str) -> Plan:
     w = _workload(request)
-    if not 0 < request.scale <= 1:
-        raise PlanError(f"--scale must be in (0, 1], got {request.scale}")
     params = _params(request)
     nodes, per_node = _layout(request, profile)
     accelerators = nodes * per_node
 
     run_dir = run_dir.rstrip("/")
-    raw = f"{run_dir}/raw/training/{w.model}"
+    raw = raw_path(run_dir, "training", w.model)
     data_root = profile.get("storage.data_dir").rstrip("/")
     user_ckpt = next((p.text for p in params if p.key == "checkpoint.checkpoint_folder"), None)
     # DLIO 2.0.0 creates checkpoint_folder even when it never checkpoints: point it somewhere harmless then.
@@ -168,7 +152,7 @@ def plan_training(request: TrainingRequest, profile: SiteProfile, *, run_id: str
     name = eng.config_name(w.model, w.accelerator, run_id)
     config_dir = f"{run_dir}/dlio/config"
 
-    notes, submittable = _notes(request, w, params, size, memory_source)
+    notes = _notes(request, w, params, size, memory_source)
     base = base_context(profile, python, run_id, run_dir)
     overrides = [p.override() for p in params]
     shim = [python, "-m", eng.SHIM_MODULE]
@@ -207,18 +191,8 @@ def plan_training(request: TrainingRequest, profile: SiteProfile, *, run_id: str
                  # A failed run breaks the 6 consecutive runs the rules need: the runs still pending are moot.
                  "cancel_pending": ["scancel", "--state=PENDING", ShellRef("SLURM_ARRAY_JOB_ID")]},
     )
-    finalize = JobSpec(
-        key="finalize",
-        template="finalize.sbatch.j2",
-        sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
-                     + ["--nodes=1", "--ntasks=1"]),
-        # afterany on every job: finalize runs whatever happened and reports a failed preflight or datagen too.
-        dependencies=(("afterany", ("preflight", "datagen", "run")),),
-        context={**base, "finalize": batch_host_command(profile, run_dir, [
-            python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
-    )
-    jobs = tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
-                 for j in (preflight, datagen, run, finalize))
+    jobs = with_site_args((preflight, datagen, run,
+                           finalize_job(profile, run_dir, python, base, ("preflight", "datagen", "run"))), profile)
 
     # The preflight checks where the dataset will live (writable from every node, free space, its filesystem).
     storage = [("data_dir", user_folder or data_root, 0 if request.reuse_data else size.total_bytes)]
@@ -233,13 +207,12 @@ def plan_training(request: TrainingRequest, profile: SiteProfile, *, run_id: str
         # The dataset was sized from this memory: a node with more would make it too small (5 x memory rule).
         preflight_spec["memory_sizes_dataset"] = True
 
-    req = {
-        "benchmark": "training", "model": w.model, "accelerator": w.accelerator,
-        "num_accelerators": accelerators, "accelerators_per_node": per_node, "nodes": nodes,
-        "client_memory_gb": memory, "memory_source": memory_source,
+    # The request as it will run (every default settled here, once); what planning derived goes to settings.
+    request = replace(request, nodes=nodes, accelerators_per_node=per_node, client_memory_gb=memory)
+    settings = {
+        "num_accelerators": accelerators, "memory_source": memory_source,
         "num_files_train": size.num_files, "num_subfolders_train": int(config["dataset"]["num_subfolders_train"]),
-        "params": {p.key: p.text for p in params}, "params_verdict": eng.params_verdict(params),
-        "allow_invalid": request.allow_invalid, "scale": request.scale, "reuse_data": request.reuse_data,
+        "param_values": {p.key: p.text for p in params}, "params_verdict": eng.params_verdict(params),
         "runs": cat.RUNS, "data_dir": user_folder or data_root, "dataset_dir": dataset_dir,
         "dataset_dir_user": user_folder,
         "results_dir": run_dir.rsplit("/", 1)[0], "checkpoint_folder": checkpoint_folder,
@@ -250,33 +223,34 @@ def plan_training(request: TrainingRequest, profile: SiteProfile, *, run_id: str
         "workload_name": name, "config_dir": config_dir, "workload_config": config,
         "raw_dir": raw, "engine": "dlio", "engine_tested_version": eng.TESTED_DLIO_VERSION,
     }
-    return Plan(run_id=run_id, benchmark="training", request=req, jobs=jobs, submittable=submittable,
+    return Plan(run_id=run_id, benchmark="training", request=request, settings=settings, jobs=jobs,
                 notes=tuple(notes), preflight=preflight_spec)
 
 
+def probe(plan: Plan, python: str) -> None:
+    problems = eng.probe_engine(python, plan.settings["needs_tensorflow"])
+    if problems:
+        raise PlanError("; ".join(problems))
+
+
+def suite_request(model: str, profile: SiteProfile, settings: Mapping[str, Any]) -> TrainingRequest:
+    """One training workload of `submit all`: the profile's suite.accelerator and suite.training.params."""
+    return TrainingRequest(model=model, accelerator=profile.get("suite.accelerator"), nodes=settings["nodes"],
+                           scale=settings["scale"], params=tuple(profile.get("suite.training.params")),
+                           allow_invalid=bool(settings.get("allow_invalid")))
+
+
 def _notes(request: TrainingRequest, w: cat.TrainingWorkload, params: list[eng.Param], size: cat.Datasize,
-           memory_source: str) -> tuple[list[str], bool]:
+           memory_source: str) -> list[str]:
+    """What the user should know before the run; the verdict itself is the rules' (the pre-run rules check)."""
     notes = []
-    submittable = True
     if request.scale != 1:
-        submittable = False
         notes.append(f"scaled run (--scale {request.scale:g}): {size.num_files} of the {size.rule_files} files "
-                     "the rules require; not submittable")
-    invalid = [p.key for p in params if p.division == "INVALID"]
-    if invalid:
-        submittable = False
-        notes.append(f"--allow-invalid: {', '.join(invalid)} make the run INVALID; not submittable")
-    open_keys = [p.key for p in params if p.division == "OPEN"]
-    if open_keys:
-        notes.append(f"{', '.join(open_keys)}: OPEN-division overrides; the run can only be submitted as OPEN")
-    if not w.closed:
-        submittable = False
-        notes.append(f"{w.model} on {w.accelerator} is not in the v3.0 CLOSED set (unet3d, retinanet on b200, "
-                     "mi355): what-if only; not submittable")
+                     "the rules require")
     if not size.final:
         notes.append(f"client memory unknown here: the dataset size is settled from {memory_source}; at least "
                      f"{size.num_files} files (the accelerator term: {size.explain()})")
     if request.reuse_data:
         notes.append("--reuse-data: the datagen job keeps an existing dataset only if its file count and sizes "
                      "match what this run needs; otherwise it generates it again")
-    return notes, submittable
+    return notes

@@ -1,13 +1,13 @@
 """Training rules (MLPerf Storage v3.0, reference mlperf-storage.md §2.1 and §3.3). Pure: records in, findings out.
 
-The records are normalized from DLIO's output and mlps-slurm's request (mlps_slurm.rules.loaders documents the
-run-directory layout and builds them):
+The records are normalized from DLIO's output and mlps-slurm's request (results.py documents the run-directory
+layout and builds them):
 - TrainingPlan: the request (model, accelerator, accelerators, hosts, client memory, dataset size, overrides);
 - TrainingDatagen: what the datagen step left on disk;
 - TrainingRunResult: one DLIO run's summary.json (start, end, AU, files, host memory);
 - TrainingChain: one chain = plan + datagen + the runs (1 warm-up + 5 scored).
 
-`plan_findings(plan)` is the pre-submission check; `chain_findings(chain)` the check of a finished chain.
+`plan_findings(plan)` is the pre-submission check; `run_findings(chain)` the check of a finished chain.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
 from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
-from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, parse_time, rule, run_rules
+from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
 
 from mlps_slurm.benchmarks.training import catalog as catalog
 from mlps_slurm.benchmarks.training.catalog import (CLOSED_ACCELERATORS, CLOSED_MODELS, CLOSED_PARAMS, GIB,  # noqa: F401
@@ -128,45 +128,10 @@ def _plan(s: Subject) -> TrainingPlan:
     return s.plan if isinstance(s, TrainingChain) else s
 
 
-def run_from_summary(name: str, summary: Mapping[str, Any]) -> TrainingRunResult:
-    """Normalize a DLIO summary.json (keys: start, end, num_accelerators, num_hosts, host_memory_GB[],
-    num_files_train, metric{train_au_mean_percentage, train_au_meet_expectation, ...})."""
-    metric = summary.get("metric") if isinstance(summary.get("metric"), Mapping) else {}
-    problems = []
-    start, end = parse_time(summary.get("start")), parse_time(summary.get("end"))
-    if start is None:
-        problems.append(f"start is {summary.get('start')!r}, expected an ISO time")
-    if end is None:
-        problems.append(f"end is {summary.get('end')!r}, expected an ISO time (did the run finish?)")
-    au = metric.get("train_au_mean_percentage")
-    if isinstance(au, bool) or not isinstance(au, (int, float)):
-        problems.append(f"metric.train_au_mean_percentage is {au!r}, expected a number")
-        au = None
-    mem = summary.get("host_memory_GB")
-    mem_list = tuple(float(m) for m in mem if isinstance(m, (int, float))) if isinstance(mem, list) else ()
-
-    def integer(key: str) -> int | None:
-        v = summary.get(key)
-        return v if isinstance(v, int) and not isinstance(v, bool) else None
-
-    def number(key: str) -> float | None:
-        v = metric.get(key)
-        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-
-    return TrainingRunResult(
-        name=name, start=start, end=end, au_percent=None if au is None else float(au),
-        au_meet_expectation=metric.get("train_au_meet_expectation"),
-        num_accelerators=integer("num_accelerators"), num_hosts=integer("num_hosts"), host_memory_gb=mem_list,
-        num_files_train=integer("num_files_train"),
-        throughput_samples_per_s=number("train_throughput_mean_samples_per_second"),
-        io_MB_per_s=number("train_io_mean_MB_per_second"),
-        problem="; ".join(problems) or None)
-
-
 def plan_from_request(request: Mapping[str, Any], params: Mapping[str, Any] | None = None,
                       client_memory_gb: float | None = None) -> TrainingPlan:
-    """The plan of a training request (see mlps_slurm.rules.loaders for the keys). `params` adds the overrides
-    DLIO recorded; `client_memory_gb` (GiB per host, from preflight facts) replaces the declared value."""
+    """The plan of a training request (see results.py for the keys). `params` adds the overrides DLIO
+    recorded; `client_memory_gb` (GiB per host, from preflight facts) replaces the declared value."""
     declared = request.get("client_memory_gb")
     return TrainingPlan(
         model=str(request["model"]), accelerator=str(request["accelerator"]),
@@ -174,20 +139,17 @@ def plan_from_request(request: Mapping[str, Any], params: Mapping[str, Any] | No
         client_memory_gb=client_memory_gb if client_memory_gb else (float(declared) if declared else None),
         num_files_train=int(request["num_files_train"]),
         num_subfolders_train=int(request.get("num_subfolders_train", 0)),
-        params={**dict(request.get("params") or {}), **dict(params or {})}, scale=float(request.get("scale", 1.0)),
+        params={**_recorded_params(request), **dict(params or {})}, scale=float(request.get("scale", 1.0)),
         sized_in_job=not declared and (request.get("datasize") or {}).get("final") is False)
 
 
-def params_from_overrides(overrides: list[Any]) -> dict[str, str]:
-    """DLIO/Hydra overrides (`++workload.reader.read_threads=8`, `workload=unet3d_b200`) -> workload key: value."""
-    out = {}
-    for item in overrides:
-        text = str(item).lstrip("+")
-        key, sep, value = text.partition("=")
-        if not sep or not key.startswith("workload."):
-            continue  # the workload name itself and hydra.* are the tool's, not parameter overrides
-        out[key[len("workload."):]] = value
-    return out
+def _recorded_params(request: Mapping[str, Any]) -> dict[str, Any]:
+    """{key: value} of the --param overrides: the planned settings' param_values (manifest 2), else the
+    request's params mapping (manifest 1)."""
+    values = request.get("param_values")
+    if values is None:
+        values = request.get("params")
+    return dict(values) if isinstance(values, Mapping) else {}
 
 
 # --- the numbers -------------------------------------------------------------------------------------------------
@@ -395,7 +357,7 @@ def plan_findings(plan: TrainingPlan) -> list[Finding]:
     return run_rules(PLAN_RULES, plan)
 
 
-def chain_findings(chain: TrainingChain) -> list[Finding]:
+def run_findings(chain: TrainingChain) -> list[Finding]:
     findings = run_rules(PLAN_RULES + CHAIN_RULES, chain)
     findings += [invalid(SUMMARY, f"run {r.name}: {r.problem}") for r in chain.runs if r.problem]
     if chain.filesystems is None:
