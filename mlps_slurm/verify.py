@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from mlps_slurm import __version__
-from mlps_slurm.benchmarks.checkpointing import rules as ckpt
+from mlps_slurm import __version__, benchmarks
 from mlps_slurm.rules.core import Finding, Verdict, combine, invalid
 from mlps_slurm.rules.loaders import Loaded, load_run
 from mlps_slurm.rundir import atomic_write_json, atomic_write_text
@@ -155,14 +154,16 @@ def _looks_like_run(path: Path) -> bool:
     return (path / "raw").is_dir() and ((path / "scripts").is_dir() or (path / "results").is_dir())
 
 
-TREE_BENCHMARKS = ("checkpointing", "training", "kv_cache", "vector_database")
+def tree_benchmarks() -> set[str]:
+    """The benchmark directories of a submission tree: each registered benchmark's tree_name."""
+    return {b.tree_name for b in benchmarks.all_benchmarks()}
 
 
-def _in_submission_tree(path: Path) -> bool:
+def _in_submission_tree(path: Path, tree_names: set[str]) -> bool:
     """Whether path lies in <division>/<org>/results/<system>/<benchmark>/... of a submission tree."""
     parts = path.parts
     return any(p in DIVISIONS and i + 4 < len(parts) and parts[i + 2] == "results"
-               and parts[i + 4] in TREE_BENCHMARKS for i, p in enumerate(parts))
+               and parts[i + 4] in tree_names for i, p in enumerate(parts))
 
 
 def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[Unused], bool]:
@@ -183,7 +184,8 @@ def discover(paths: Sequence[str | os.PathLike[str]]) -> tuple[list[Path], list[
         if not found:
             unused.append(Unused(str(path), "no run directory (a directory with manifest.json) found under it"))
     unique = list(dict.fromkeys(roots))  # the same run named twice is verified once
-    return unique, unused, any(_in_submission_tree(r) for r in unique)
+    tree_names = tree_benchmarks() if unique else set()
+    return unique, unused, any(_in_submission_tree(r, tree_names) for r in unique)
 
 
 def _is_suite(top: Path) -> bool:
@@ -223,27 +225,31 @@ def _walk(top: Path, roots: list[Path], unused: list[Unused]) -> int:
     return found
 
 
+def _group_findings(benchmark: str, model: str | None, members: list[RunVerdict]) -> list[Finding]:
+    """The benchmark's own submission rules on the group (one may pair split invocations, say); without any, a
+    submission holds exactly one run per model or index."""
+    try:
+        own = benchmarks.get(benchmark).submission_findings([m.record for m in members])
+    except benchmarks.UnknownBenchmark:
+        own = None
+    if own is not None:
+        return own
+    if len(members) > 1:
+        ids = [m.run_id for m in members]
+        return [invalid(SUBMISSION_ONE_PER_WORKLOAD, f"{benchmark} {model}: {len(members)} runs "
+                                                     f"({', '.join(ids)}); a submission holds one; choose",
+                        "1 run", ids)]
+    return []
+
+
 def _submission_groups(runs: list[RunVerdict]) -> list[GroupVerdict]:
-    """One group per (benchmark, model). Checkpointing pairs split invocations; any other benchmark holds exactly
-    one run per model or index in a submission."""
+    """One group per (benchmark, model) of the usable runs, judged by _group_findings."""
     groups: dict[tuple[str, str | None], list[RunVerdict]] = {}
     for r in runs:
         if r.usable:
             groups.setdefault((r.benchmark, r.model), []).append(r)
-    out = []
-    for (benchmark, model), members in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
-        ids = [m.run_id for m in members]
-        records = [m.record for m in members]
-        if benchmark == "checkpointing" and all(isinstance(x, ckpt.CheckpointRun) for x in records):
-            findings = ckpt.submission_findings(records)
-        elif len(members) > 1:
-            findings = [invalid(SUBMISSION_ONE_PER_WORKLOAD, f"{benchmark} {model}: {len(members)} runs "
-                                                             f"({', '.join(ids)}); a submission holds one; choose",
-                                "1 run", ids)]
-        else:
-            findings = []
-        out.append(GroupVerdict(benchmark, model, ids, findings))
-    return out
+    return [GroupVerdict(benchmark, model, [m.run_id for m in members], _group_findings(benchmark, model, members))
+            for (benchmark, model), members in sorted(groups.items(), key=lambda kv: (kv[0][0], str(kv[0][1])))]
 
 
 def verify_runs(paths: Sequence[str | os.PathLike[str]], submission: bool | None = None) -> VerifyReport:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Any, Mapping
 
 from mlps_slurm.rules.core import Finding, closed, declare, invalid, open_, rule
-from mlps_slurm.rules.facts import FilesystemIdentity
+from mlps_slurm.rules.facts import FilesystemIdentity, filesystem
 
 RUN_MANIFEST = declare("run.manifest", "manifest.json is present, valid JSON, and names the benchmark and request")
 RUN_READABLE = declare("run.readable", "the run directory could be read at all (an unexpected error while reading "
@@ -50,6 +50,13 @@ class SeparateFilesystems:
     second_path: str | None
     first: Mapping[str, FilesystemIdentity] = field(default_factory=dict)
     second: Mapping[str, FilesystemIdentity] = field(default_factory=dict)
+
+
+def separate_filesystems(preflight: Mapping[str, Any] | None, first_id: str, first_path: str | None,
+                         second_id: str, second_path: str | None) -> SeparateFilesystems:
+    """The two directories with the filesystem identity the preflight facts record for each, per node."""
+    return SeparateFilesystems(first_id, first_path, second_id, second_path,
+                               filesystem(preflight, first_id), filesystem(preflight, second_id))
 
 
 def _under(a: str, b: str) -> bool:

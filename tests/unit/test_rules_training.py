@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from mlps_slurm.benchmarks.training import results as train_results
 from mlps_slurm.benchmarks.training import rules as train
 from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
 from mlps_slurm.rules.core import Verdict, combine
@@ -97,13 +98,13 @@ def test_truncated_summary_makes_the_chain_unusable_naming_the_file(tmp_path):
 
 
 def test_dlio_overrides_parse_into_workload_keys():
-    params = train.params_from_overrides(["workload=unet3d_b200", "++workload.reader.read_threads=8",
-                                          "hydra.run.dir=/x", "+workload.dataset.num_files_train=10"])
+    params = train_results.params_from_overrides(["workload=unet3d_b200", "++workload.reader.read_threads=8",
+                                                  "hydra.run.dir=/x", "+workload.dataset.num_files_train=10"])
     assert params == {"reader.read_threads": "8", "dataset.num_files_train": "10"}
 
 
 def test_summary_without_end_is_a_problem_not_a_crash():
-    r = train.run_from_summary("00", {"start": "2027-01-15T10:00:00", "metric": {}})
+    r = train_results.run_from_summary("00", {"start": "2027-01-15T10:00:00", "metric": {}})
     assert r.problem and "end" in r.problem and "train_au_mean_percentage" in r.problem
 
 

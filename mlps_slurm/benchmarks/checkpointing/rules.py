@@ -6,12 +6,12 @@ Three subjects, each a frozen record built from data (no I/O here):
 - a tuple of CheckpointRun for one model in a submission (`submission_findings`): one invocation of 10 writes and
   10 reads, or two invocations (10 writes, then 10 reads started within 30 s).
 
-The loader in mlps_slurm.rules.loaders builds these from a run directory.
+results.py builds these from a run directory; `run_findings` judges either record a finished run leaves (the plan
+alone when the engine output is unusable).
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence, Union
 
@@ -89,40 +89,6 @@ class CheckpointRun:
 
 
 Subject = Union[CheckpointPlan, CheckpointRun]
-
-
-def observation_from_engine(raw: Mapping[str, Any], metrics: Mapping[str, Any], client_memory: Mapping[str, int],
-                            memory_source: str) -> CheckpointObservation:
-    """Build the observation from the engine JSON (`raw`) and its normalized metrics. `raw` must already have
-    passed mlps_slurm.benchmarks.checkpointing.engine.normalize(), so its shape is trusted here."""
-    checkpoints = raw["checkpoints"]
-    writes = [c for c in checkpoints if c["phase"] == "write"]
-    reads = [c for c in checkpoints if c["phase"] == "read"]
-    last_write = max(writes, key=lambda c: c["index"]) if writes else None
-    first_read = min(reads, key=lambda c: c["index"]) if reads else None
-    written: Counter[str] = Counter()
-    for c in writes:
-        for r in c["ranks"]:
-            written[r["host"]] += r["bytes"]
-    errors = tuple(f"rank {r['rank']} on {r['host']}: {r['cache_drop'].get('error')}"
-                   for r in raw["ranks"] if not r["cache_drop"]["ok"])
-    all_ranks = [r for c in checkpoints for r in c["ranks"]]
-    return CheckpointObservation(
-        fsync=bool(raw["fsync"]),
-        writes=metrics["write"]["count"],
-        reads=metrics["read"]["count"],
-        checkpoint_bytes=tuple((c["phase"], c["index"], c["bytes"]) for c in metrics["checkpoints"]),
-        write_end=max(r["end"] for r in last_write["ranks"]) if last_write else None,
-        read_start=min(r["start"] for r in first_read["ranks"]) if first_read else None,
-        cache_drop_ok=not errors,
-        cache_drop_errors=errors,
-        written_per_host=dict(written),
-        ranks_per_host=dict(Counter(r["host"] for r in raw["ranks"])),
-        client_memory=dict(client_memory),
-        memory_source=memory_source,
-        started=min((r["start"] for r in all_ranks), default=None),
-        ended=max((r["end"] for r in all_ranks), default=None),
-    )
 
 
 def _plan(subject: Subject) -> CheckpointPlan:
@@ -363,7 +329,10 @@ def plan_from_request(request: Mapping[str, Any]) -> CheckpointPlan:
     )
 
 
-def run_findings(run: CheckpointRun) -> list[Finding]:
+def run_findings(run: Subject) -> list[Finding]:
+    """A finished run's findings; a run whose engine output is unusable is judged on its plan."""
+    if isinstance(run, CheckpointPlan):
+        return plan_findings(run)
     model_known = run.plan.model in LLAMA3_MODELS
     return run_rules(_applicable(PLAN_RULES, model_known) + _applicable(RUN_ONLY_RULES, model_known), run)
 
@@ -404,10 +373,14 @@ def check_submission_runs(runs: tuple[CheckpointRun, ...]) -> Finding:
                    "1 run, or a 10-write run + a 10-read run", ids)
 
 
-def submission_findings(runs: Iterable[CheckpointRun]) -> list[Finding]:
-    """Submission-level findings, one group per model."""
+def submission_findings(runs: Iterable[Any]) -> list[Finding] | None:
+    """Submission-level findings, one group per model (None when a record is not a CheckpointRun: the shared
+    one-run-per-model rule applies then)."""
+    records = tuple(runs)
+    if not all(isinstance(r, CheckpointRun) for r in records):
+        return None
     by_model: dict[str, list[CheckpointRun]] = {}
-    for r in runs:
+    for r in records:
         by_model.setdefault(r.plan.model, []).append(r)
     out = []
     for model in sorted(by_model):

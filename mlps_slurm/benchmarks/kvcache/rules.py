@@ -6,7 +6,7 @@
 - KvCacheRun: plan + every rank result + where the cache and the results live.
 
 `plan_findings(plan)` is the pre-submission check; `run_findings(run)` the check of a finished run.
-mlps_slurm.rules.loaders documents the run-directory layout and builds the records.
+results.py documents the run-directory layout and builds the records.
 """
 
 from __future__ import annotations
@@ -242,7 +242,7 @@ def option_from_mapping(data: Mapping[str, Any]) -> KvOption:
 
 
 def plan_from_request(request: Mapping[str, Any]) -> KvCachePlan:
-    """The plan of a kv-cache request (keys in mlps_slurm.rules.loaders); options default to the CLOSED table."""
+    """The plan of a kv-cache request (keys in results.py); options default to the CLOSED table."""
     options = request.get("options")
     opts = ({int(k): option_from_mapping(v) for k, v in options.items()} if isinstance(options, Mapping)
             else dict(CLOSED_OPTIONS))

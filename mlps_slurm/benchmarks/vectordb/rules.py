@@ -4,7 +4,7 @@
 - VdbDatagen / VdbRunResult: the datagen leaf and each query run's summary.json;
 - VdbChain: one index's datagen + its runs (a submission needs exactly 5 runs per index).
 
-mlps_slurm.rules.loaders documents the run-directory layout and builds the records.
+results.py documents the run-directory layout and builds the records.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
-from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, parse_time, rule, run_rules
+from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
 
 CLOSED_INDEXES = ("DISKANN", "HNSW", "AISAQ")
 OPEN_INDEXES = ("IVF_FLAT", "IVF_SQ8", "FLAT")
@@ -155,7 +155,7 @@ def check_datagen(chain: VdbChain) -> Finding:
 
 
 def plan_from_request(request: Mapping[str, Any]) -> VdbPlan:
-    """The plan of a vectordb request (keys in mlps_slurm.rules.loaders)."""
+    """The plan of a vectordb request (keys in results.py)."""
     runtime = request.get("runtime_s")
     queries = request.get("queries")
     return VdbPlan(index_type=str(request["index_type"]).upper(), backend=str(request.get("backend", "milvus")),
@@ -167,22 +167,6 @@ def plan_findings(plan: VdbPlan) -> list[Finding]:
     return run_rules(PLAN_RULES, plan)
 
 
-def chain_findings(chain: VdbChain) -> list[Finding]:
+def run_findings(chain: VdbChain) -> list[Finding]:
     findings = run_rules(PLAN_RULES + (check_datagen,), chain)
     return findings + [invalid(SUMMARY, f"run {r.name}: {r.problem}") for r in chain.runs if r.problem]
-
-
-def run_from_summary(name: str, summary: Mapping[str, Any]) -> VdbRunResult:
-    """A vdb-bench run summary.json: start, end (ISO), throughput_qps, recall (optional)."""
-    problems = []
-    start, end = parse_time(summary.get("start")), parse_time(summary.get("end"))
-    if start is None or end is None:
-        problems.append(f"start/end are {summary.get('start')!r}/{summary.get('end')!r}, expected ISO times")
-    qps = summary.get("throughput_qps")
-    if isinstance(qps, bool) or not isinstance(qps, (int, float)):
-        problems.append(f"throughput_qps is {qps!r}, expected a number")
-        qps = None
-    recall = summary.get("recall")
-    return VdbRunResult(name, start, end, None if qps is None else float(qps),
-                        float(recall) if isinstance(recall, (int, float)) and not isinstance(recall, bool) else None,
-                        "; ".join(problems) or None)
