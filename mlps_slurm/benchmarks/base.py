@@ -151,6 +151,7 @@ class Benchmark:
     models: tuple[str, ...] = ()  # workload names (models, or index types for vectordb)
     engines: tuple[str, ...] = ()  # engines.<name>.engine choices, the first is the default
     suite_models: tuple[str, ...] = ()  # suite.<name>.models default
+    wait_timeout_s: float = 86400  # `submit <name> --wait`: how long to wait by default
 
     def part(self, module: str) -> ModuleType:
         """A module of the benchmark's package (request, plan, finalize, rules, results, bundle, ...)."""

@@ -97,7 +97,7 @@ def _benchmark_command(action: str, name: str) -> click.Command:
 
     decorators = [*request_options(request_type), profile_options, results_dir_option]
     if action == "submit":
-        decorators.append(submit_options(default_timeout=86400 if name != "checkpointing" else 3600))
+        decorators.append(submit_options(default_timeout=bench.wait_timeout_s))
     verb = "Render (write the scripts, submit nothing)" if action == "render" else "Submit"
     doc = f"{verb} the {name} chain: {bench.summary}"
     return click.command(name, help=doc)(apply(decorators, callback))

@@ -200,7 +200,7 @@ SCHEMA: dict[str, Field] = {
     # --- engines: which implementation runs each benchmark, and where it is installed
     **engine_fields(),
     # --- `mlps-slurm submit all`: which benchmarks and workloads one submission chains
-    "suite.benchmarks": Field("list[str]", ["training", "checkpointing"], "Benchmarks `mlps-slurm submit all` "
+    "suite.benchmarks": Field("list[str]", list(_runnable_benchmarks()), "Benchmarks `mlps-slurm submit all` "
                               "chains after one preflight, one after another in this order, then one finalize.",
                               choices=Registered(_runnable_benchmarks)),
     "suite.accelerator": Field("str", "b200", "Simulated accelerator of every workload of `submit all`.",

@@ -12,4 +12,5 @@ BENCHMARK = Benchmark(
     models=tuple(LLAMA3_MODELS),
     engines=("builtin", "dlio"),
     suite_models=("llama3-8b",),
+    wait_timeout_s=3600,
 )
