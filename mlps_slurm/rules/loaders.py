@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from mlps_slurm import benchmarks
 from mlps_slurm.rules.common import RUN_MANIFEST, RUN_READABLE, RUN_RESULTS, PreflightRecord, check_preflight
 from mlps_slurm.rules.core import Finding, invalid, parse_time, run_rules
-from mlps_slurm.rundir import run_record
+from mlps_slurm.rundir import ManifestError, check_manifest, run_record
 
 
 class FileProblem(Exception):
@@ -84,6 +84,10 @@ def benchmark_of(manifest: Mapping[str, Any]) -> Any:
 
 def read_manifest(root: Path) -> dict[str, Any]:
     manifest = read_json_object(root / "manifest.json")
+    try:
+        check_manifest(manifest, root / "manifest.json")
+    except ManifestError as exc:
+        raise FileProblem(str(exc)) from exc
     request = manifest.get("request")
     if not isinstance(request, dict):
         raise FileProblem(f"{root / 'manifest.json'}: has no request object")

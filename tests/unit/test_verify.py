@@ -117,3 +117,25 @@ def test_a_submission_tree_is_recognised_and_left_untouched(tmp_path):
     assert "as a submission" in out[0] and "ckpt.submission_runs" in out[0]
     # Nothing written into the tree: its verify.json is the one SHA256SUMS covers.
     assert {p.name: p.read_bytes() for p in tree.iterdir() if p.is_file()} == before
+
+
+def test_a_manifest_of_another_release_is_named_not_misread(tmp_path):
+    """Manifests 1 (earlier release) and 2 are read; anything else is an INVALID finding naming the schema and the
+    file, and `status` refuses it with the same words (exit 2), never a traceback."""
+    import subprocess
+    import sys
+
+    run = corpus.checkpoint_run(tmp_path)
+    m = json.loads((run / "manifest.json").read_text())
+    m["schema"] = "mlps-slurm/manifest/9"
+    (run / "manifest.json").write_text(json.dumps(m))
+    v = verify_run(run)
+    assert v.verdict.value == "INVALID" and v.findings[0].rule_id == "run.manifest"
+    assert "mlps-slurm/manifest/9" in v.findings[0].message and str(run / "manifest.json") in v.findings[0].message
+    proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "mlps-slurm/manifest/9" in proc.stderr and "Traceback" not in proc.stderr
+    (run / "manifest.json").write_bytes(b"\xff\xfe{")  # not UTF-8
+    proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
