@@ -80,6 +80,19 @@ def _runnable_benchmarks() -> tuple[str, ...]:
     return tuple(b.name for b in benchmarks.runnable())
 
 
+def _suite_accelerators() -> tuple[str, ...]:
+    """Every accelerator a runnable benchmark's request accepts (its `accelerator` field's choices)."""
+    from mlps_slurm import benchmarks
+    from mlps_slurm.benchmarks.base import options_of
+
+    names: dict[str, None] = {}
+    for bench in benchmarks.runnable():
+        for f, spec in options_of(bench.request_type):
+            if f.name == "accelerator" and spec.choices:
+                names.update(dict.fromkeys(spec.choices))
+    return tuple(names)
+
+
 def engine_fields() -> dict[str, Field]:
     """engines.<b>.engine and engines.<b>.path of every benchmark in the registry."""
     from mlps_slurm import benchmarks
@@ -204,7 +217,7 @@ SCHEMA: dict[str, Field] = {
                               "chains after one preflight, one after another in this order, then one finalize.",
                               choices=Registered(_runnable_benchmarks)),
     "suite.accelerator": Field("str", "b200", "Simulated accelerator of every workload of `submit all`.",
-                               choices=("b200", "mi355", "h100", "a100")),
+                               choices=Registered(_suite_accelerators)),
     **suite_fields(),
     # --- site templates
     "templates.dir": Field("str", None, "Directory of site templates that override packaged ones by file name "
