@@ -29,6 +29,7 @@ from mlps_slurm.bundle.tarball import fsync_dir, write_tree_and_tarball
 from mlps_slurm.rules.core import Verdict
 from mlps_slurm.rules.facts import describe_node, node_facts
 from mlps_slurm.rules.loaders import FileProblem, read_json_object
+from mlps_slurm.rundir import RunDirectory
 from mlps_slurm.verify import RunVerdict, Unused, VerifyReport, verify_runs
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -58,7 +59,7 @@ def system_description(runs: Sequence[RunVerdict], org: str, system: str, divisi
     for run in runs:
         root = Path(run.path)
         try:
-            preflight = read_json_object(root / "preflight" / "preflight.json")
+            preflight = read_json_object(RunDirectory(root).preflight_report)
         except FileProblem:
             preflight = {}
         facts = node_facts(preflight)

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 from mlps_slurm import benchmarks
 from mlps_slurm.rules.common import RUN_MANIFEST, RUN_READABLE, RUN_RESULTS, PreflightRecord, check_preflight
 from mlps_slurm.rules.core import Finding, invalid, parse_time, run_rules
-from mlps_slurm.rundir import ManifestError, check_manifest, run_record
+from mlps_slurm.rundir import ManifestError, RunDirectory, check_manifest, run_record
 
 
 class FileProblem(Exception):
@@ -101,7 +101,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
 def load_preflight(root: Path, manifest: Mapping[str, Any]) -> tuple[PreflightRecord, dict[str, Any] | None]:
     planned = any(j.get("key") == "preflight" for j in manifest.get("plan", {}).get("jobs", [])
                   if isinstance(j, Mapping))
-    path = root / "preflight" / "preflight.json"
+    path = RunDirectory(root).preflight_report
     try:
         data = read_json_object(path)
     except FileProblem as exc:
@@ -116,7 +116,7 @@ def load_preflight(root: Path, manifest: Mapping[str, Any]) -> tuple[PreflightRe
 
 def load_results(root: Path, loaded: Loaded) -> dict[str, Any] | None:
     """results/results.json of the finalize job; a missing, malformed or failed one makes the run unusable."""
-    path = root / "results" / "results.json"
+    path = RunDirectory(root).results_json
     try:
         results = read_json_object(path)
     except FileProblem as exc:

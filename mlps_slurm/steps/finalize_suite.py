@@ -105,8 +105,8 @@ def finalize_suite(suite: RunDirectory) -> tuple[dict[str, Any], str]:
         "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
     text = suite_table(results) + "".join("\n" + t for t in tables)
-    atomic_write_json(suite.results / "results.json", results)
-    atomic_write_text(suite.results / "results.txt", text)
+    atomic_write_json(suite.results_json, results)
+    atomic_write_text(suite.results_text, text)
     return results, text
 
 

@@ -14,6 +14,7 @@ import click
 from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.benchmarks.training.request import TrainingRequest
 from mlps_slurm.cli.derived import request_options
+from mlps_slurm.rundir import RunDirectory
 from mlps_slurm.cli.options import apply, profile_options
 
 EXIT_USAGE = 2
@@ -29,7 +30,7 @@ def _memory_from_run(path: str) -> tuple[float | None, str]:
     from mlps_slurm.rules.facts import client_memory
     from mlps_slurm.rundir import read_json
 
-    preflight = Path(path) / "preflight" / "preflight.json"
+    preflight = RunDirectory(path).preflight_report
     try:
         memory = client_memory(read_json(preflight))
     except (OSError, ValueError) as exc:

@@ -181,7 +181,7 @@ def _message_groups(findings: list[dict[str, str]]) -> dict[str, list[dict[str, 
 
 def write_outputs(run: RunDirectory, gathered: Gathered) -> str:
     """preflight.json and preflight.txt; returns the text."""
-    atomic_write_chunks(run.preflight / "preflight.json", gathered.chunks())
+    atomic_write_chunks(run.preflight_report, gathered.chunks())
     text = format_text(gathered)
     atomic_write_text(run.preflight / "preflight.txt", text)
     return text
