@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlps_slurm.benchmarks.training import engine as eng
+from mlps_slurm.benchmarks.training.filesizes import SizeModel, dataset_problems
 from mlps_slurm.benchmarks.training.record import training_record
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -89,7 +89,7 @@ def test_unet3d_chain_end_to_end(results_dir, data_dir):
     config = yaml.safe_load((run / "dlio" / "config" / "workload" /
                              f"{request['workload_name']}_run00.yaml").read_text())
     assert config["dataset"]["record_length"] == 262_144 and config["dataset"]["num_files_train"] == 168
-    assert len(files) == 168 and eng.dataset_problems(sizes, 168, eng.SizeModel.of(config), str(dataset)) == []
+    assert len(files) == 168 and dataset_problems(sizes, 168, SizeModel.of(config), str(dataset)) == []
     assert abs(statistics.fmean(sizes) / 262_144 - 1) < 0.1
     datagen = json.loads((run / "raw" / "training" / "unet3d" / "datagen" / "datagen.json").read_text())
     assert datagen["num_files"] == 168 and datagen["bytes"] == sum(sizes) and datagen["problems"] == []

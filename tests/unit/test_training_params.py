@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mlps_slurm.benchmarks.training import engine as eng
+from mlps_slurm.benchmarks.training.params import ParamError, classify_param, params_verdict, parse_params
 from mlps_slurm.plan import PlanError
 from mlps_slurm.benchmarks.training.request import TrainingRequest
 from mlps_slurm.benchmarks.training.plan import plan as plan_training
@@ -48,18 +49,18 @@ def plan(**kw):
     ("hydra.run.dir", "unet3d", "MANAGED"),
 ])
 def test_classification(key, model, division):
-    assert eng.classify_param(key, model) == division
+    assert classify_param(key, model) == division
 
 
 def test_parse_strips_dlio_prefix_and_reads_yaml_values():
-    params = eng.parse_params(["++workload.reader.read_threads=8", "reader.odirect=true",
-                               "dataset.data_folder=/lustre/ds"], "unet3d")
+    params = parse_params(["++workload.reader.read_threads=8", "reader.odirect=true",
+                           "dataset.data_folder=/lustre/ds"], "unet3d")
     assert [(p.key, p.value, p.division) for p in params] == [
         ("reader.read_threads", 8, "CLOSED"), ("reader.odirect", True, "CLOSED"),
         ("dataset.data_folder", "/lustre/ds", "CLOSED")]
     assert params[0].override() == "++workload.reader.read_threads=8"
-    assert eng.params_verdict(params) == "CLOSED"
-    assert eng.params_verdict(eng.parse_params(["framework=pytorch"], "unet3d")) == "OPEN"
+    assert params_verdict(params) == "CLOSED"
+    assert params_verdict(parse_params(["framework=pytorch"], "unet3d")) == "OPEN"
 
 
 @pytest.mark.parametrize("items, message", [
@@ -71,8 +72,8 @@ def test_parse_strips_dlio_prefix_and_reads_yaml_values():
     (["train.seed=1"], "remove this --param"),
 ])
 def test_malformed_or_managed_params_say_what_to_do(items, message):
-    with pytest.raises(eng.ParamError) as err:
-        eng.parse_params(items, "unet3d")
+    with pytest.raises(ParamError) as err:
+        parse_params(items, "unet3d")
     assert message in str(err.value)
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from mlps_slurm.benchmarks.training import engine as eng
-from mlps_slurm.benchmarks.training import job as shim
+from mlps_slurm.benchmarks.training import dataset, job, measure, shim
 
 
 def test_dlio_main_imports_without_tensorflow_and_site_packages_stay_untouched():
-    code = ("import sys; from mlps_slurm.benchmarks.training.job import install_tensorflow_stub; "
+    code = ("import sys; from mlps_slurm.benchmarks.training.shim import install_tensorflow_stub; "
             "install_tensorflow_stub(); import dlio_benchmark.main; "
             "print('tensorflow' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
@@ -48,10 +48,10 @@ def test_list_dataset_flat_and_with_subfolders(tmp_path):
     (train / "1").mkdir()
     for name in ("1/img_3_of_4.npz", "0/img_0_of_4.npz", "0/img_2_of_4.npz", "1/img_1_of_4.npz", "0/note.txt"):
         (train / name).write_bytes(b"x")
-    assert shim.list_dataset(str(tmp_path), "npz") == ["0/img_0_of_4.npz", "0/img_2_of_4.npz",
-                                                       "1/img_1_of_4.npz", "1/img_3_of_4.npz"]
-    assert shim.count_subfolders(str(tmp_path)) == 2
-    assert shim.list_dataset(str(tmp_path / "absent"), "npz") == []
+    assert dataset.list_dataset(str(tmp_path), "npz") == ["0/img_0_of_4.npz", "0/img_2_of_4.npz",
+                                                          "1/img_1_of_4.npz", "1/img_3_of_4.npz"]
+    assert dataset.count_subfolders(str(tmp_path)) == 2
+    assert dataset.list_dataset(str(tmp_path / "absent"), "npz") == []
 
 
 def test_clear_dataset_dir_removes_only_what_dlio_made(tmp_path):
@@ -59,12 +59,12 @@ def test_clear_dataset_dir_removes_only_what_dlio_made(tmp_path):
     (ds / "train").mkdir(parents=True)
     (ds / "train" / "a.npz").write_bytes(b"x")
     (ds / eng.DATASET_MARKER).write_text("{}")
-    shim.clear_dataset_dir(ds)
+    dataset.clear_dataset_dir(ds)
     assert list(ds.iterdir()) == []
     (ds / "train").mkdir()
     (ds / "thesis.tex").write_text("precious")
     with pytest.raises(shim.StepError, match="refusing to delete them"):
-        shim.clear_dataset_dir(ds)
+        dataset.clear_dataset_dir(ds)
     assert (ds / "thesis.tex").exists() and (ds / "train").exists()
 
 
@@ -76,8 +76,8 @@ def test_drop_dataset_cache_evicts_the_files(tmp_path):
         paths.append(str(path))
     for p in paths:
         Path(p).read_bytes()
-    before = shim.mean_resident(paths)
-    result = shim.drop_dataset_cache(paths)
+    before = measure.mean_resident(paths)
+    result = measure.drop_dataset_cache(paths)
     assert result["files"] == 4 and result["failed"] == 0 and result["sampled"] == 4
     from mlps_slurm.steps.preflight.node_facts import mount_for, read_mounts
 
@@ -98,7 +98,7 @@ def test_io_meter_counts_live_reader_workers(tmp_path):
     """DLIO's PyTorch loader keeps its workers alive (persistent_workers): their reads must be counted."""
     path = tmp_path / "data"
     path.write_bytes(os.urandom(3 << 20))
-    meter = shim.IoMeter()
+    meter = measure.IoMeter()
     meter.start()
     ctx = multiprocessing.get_context("fork")
     ready, done = ctx.Event(), ctx.Event()
@@ -121,7 +121,7 @@ def test_tfrecord_index_stand_in(tmp_path):
     with open(src, "wb") as fh:
         for data in records:
             fh.write(struct.pack("<Q", len(data)) + b"\0" * 4 + data + b"\0" * 4)
-    assert shim.main(["tfrecord2idx", str(src), str(dst)]) == 0
+    assert job.main(["tfrecord2idx", str(src), str(dst)]) == 0
     assert dst.read_text() == "0 26\n26 316\n342 16\n"
 
 
@@ -138,12 +138,12 @@ def test_prepare_settles_the_size_from_preflight_facts(tmp_path):
                                                  "dataset.record_length_stdev=65536"), allow_invalid=True),
                          profile, run_id="training-x", run_dir=str(tmp_path / "runs" / "training-x"), python="/py")
     run = create_run(plan, profile, tmp_path / "runs")
-    assert shim.main(["prepare", "--run-dir", str(run.path)]) == 1  # no preflight report yet: says what to set
+    assert job.main(["prepare", "--run-dir", str(run.path)]) == 1  # no preflight report yet: says what to set
     node = {"memory": {"total_bytes": 512 * (1 << 30)}}
     (run.preflight / "preflight.json").write_text(json.dumps({"ok": True, "reports": {"n1": {"facts": node},
                                                                                       "n2": {"facts": node}}}))
     before = run.manifest_path.read_bytes()
-    assert shim.main(["prepare", "--run-dir", str(run.path)]) == 0
+    assert job.main(["prepare", "--run-dir", str(run.path)]) == 0
     assert run.manifest_path.read_bytes() == before  # jobs never rewrite the manifest
     from mlps_slurm.benchmarks.training.record import training_record
     request = training_record(run.path, run.read_manifest())  # the size the datagen job settled

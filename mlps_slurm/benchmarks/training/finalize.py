@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from mlps_slurm.benchmarks.training import catalog as cat
-from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.rules.facts import client_memory, node_facts
 from mlps_slurm.benchmarks.training.record import SettledSizeError, training_record
 from mlps_slurm.benchmarks.training.report import table
 from mlps_slurm.rundir import RunDirectory, read_json, run_record
 from mlps_slurm.benchmarks.training.dataset_lease import drop_lease
+from mlps_slurm.benchmarks.training.output import DlioOutputError, normalize_run
 from mlps_slurm.steps.outcome import job_note, job_states, preflight_reasons, write_results
 
 GIB = 1 << 30
@@ -102,8 +102,8 @@ def load_runs(run: RunDirectory, raw: Path, request: dict[str, Any], datagen: di
             runs.append(entry)
             continue
         try:
-            entry.update(eng.normalize_run(leaf, float(request["record_length"])))
-        except eng.DlioOutputError as exc:
+            entry.update(normalize_run(leaf, float(request["record_length"])))
+        except DlioOutputError as exc:
             detail = f"; engine error: {'; '.join(errors)}" if errors else log_tail(run, states, "run", task)
             reasons.append(f"run {task:02d}: {exc}{job_note(states, 'run', task)}{detail}")
             entry["errors"] = errors

@@ -16,7 +16,10 @@ from typing import Any, Mapping
 
 from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.benchmarks.training import engine as eng
+from mlps_slurm.benchmarks.training.params import Param, ParamError, params_verdict, parse_params
 from mlps_slurm.benchmarks.training.request import TrainingRequest
+from mlps_slurm.benchmarks.training.workload import (base_config, config_name, dataset_id, effective_workload,
+                                                     engine_problems, needs_tensorflow)
 from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command, finalize_job,
                              launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
@@ -34,10 +37,10 @@ def _workload(request: TrainingRequest, to_run: bool = True) -> cat.TrainingWork
     return w
 
 
-def _params(request: TrainingRequest) -> list[eng.Param]:
+def _params(request: TrainingRequest) -> list[Param]:
     try:
-        params = eng.parse_params(request.params, request.model)
-    except eng.ParamError as exc:
+        params = parse_params(request.params, request.model)
+    except ParamError as exc:
         raise PlanError(str(exc)) from exc
     bad = [p for p in params if p.division == "INVALID"]
     if bad and not request.allow_invalid:
@@ -49,7 +52,7 @@ def _params(request: TrainingRequest) -> list[eng.Param]:
     return params
 
 
-def _explicit_int(params: list[eng.Param], key: str, minimum: int) -> int | None:
+def _explicit_int(params: list[Param], key: str, minimum: int) -> int | None:
     found = next((p for p in params if p.key == key), None)
     if found is None:
         return None
@@ -80,14 +83,14 @@ def _layout(request: TrainingRequest, profile: SiteProfile) -> tuple[int, int]:
     return nodes, per_node
 
 
-def _size(request: TrainingRequest, w: cat.TrainingWorkload, params: list[eng.Param], config: dict[str, Any],
+def _size(request: TrainingRequest, w: cat.TrainingWorkload, params: list[Param], config: dict[str, Any],
           accelerators: int, nodes: int, memory: float | None) -> tuple[cat.Datasize, cat.TrainingWorkload]:
     """The rules' dataset size for this request, and the workload as the --param values make it."""
     _explicit_int(params, "dataset.num_samples_per_file", 1)
     _explicit_int(params, "dataset.num_subfolders_train", 0)
     explicit_files = _explicit_int(params, "dataset.num_files_train", 1)
     try:
-        w_eff = eng.effective_workload(w, config)  # what the --param values make of the catalog's numbers
+        w_eff = effective_workload(w, config)  # what the --param values make of the catalog's numbers
     except ValueError as exc:
         raise PlanError(f"--param: {exc}") from exc
     if w_eff.record_length_stdev > w_eff.record_length:
@@ -121,7 +124,7 @@ def training_datasize(request: TrainingRequest, profile: SiteProfile) -> tuple[c
     w = _workload(request, to_run=False)
     params = _params(request)
     nodes, per_node = _layout(request, profile)
-    config = eng.base_config(w, params, checkpoint_folder="")
+    config = base_config(w, params, checkpoint_folder="")
     memory, _ = _memory(request, profile)
     return _size(request, w, params, config, nodes * per_node, nodes, memory)
 
@@ -139,17 +142,17 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     # DLIO 2.0.0 creates checkpoint_folder even when it never checkpoints: point it somewhere harmless then.
     checkpoint_folder = user_ckpt or (f"{profile.get('storage.checkpoint_dir').rstrip('/')}/{run_id}/{w.model}"
                                       if w.checkpoint else f"{run_dir}/dlio/checkpoints-unused")
-    config = eng.base_config(w, params, checkpoint_folder)
-    problems = eng.engine_problems(config, cat.PARQUET_DLIO)
+    config = base_config(w, params, checkpoint_folder)
+    problems = engine_problems(config, cat.PARQUET_DLIO)
     if problems:
         raise PlanError("--param: " + "; ".join(problems))
 
     memory, memory_source = _memory(request, profile)
     size, w_eff = _size(request, w, params, config, accelerators, nodes, memory)
     user_folder = next((p.text for p in params if p.key == "dataset.data_folder"), None)
-    dataset_dir = user_folder or (f"{data_root}/{w.model}/{eng.dataset_id(config, size.num_files)}"
+    dataset_dir = user_folder or (f"{data_root}/{w.model}/{dataset_id(config, size.num_files)}"
                                   if size.final else None)
-    name = eng.config_name(w.model, w.accelerator, run_id)
+    name = config_name(w.model, w.accelerator, run_id)
     config_dir = f"{run_dir}/dlio/config"
 
     notes = _notes(request, w, params, size, memory_source)
@@ -199,7 +202,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     if w.checkpoint is not None:
         storage.append(("checkpoint_dir", profile.get("storage.checkpoint_dir"), 2 * w.checkpoint.model_size_bytes))
     modules = ["dlio_benchmark", "dftracer.logger", "mpi4py", "torch", "hydra", eng.SHIM_MODULE]
-    if eng.needs_tensorflow(config):
+    if needs_tensorflow(config):
         modules.append("tensorflow")
     preflight_spec = preflight_requirements(profile, run_dir, python, storage=storage, engine_modules=modules)
     if memory is not None:
@@ -212,14 +215,14 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     settings = {
         "num_accelerators": accelerators, "memory_source": memory_source,
         "num_files_train": size.num_files, "num_subfolders_train": int(config["dataset"]["num_subfolders_train"]),
-        "param_values": {p.key: p.text for p in params}, "params_verdict": eng.params_verdict(params),
+        "param_values": {p.key: p.text for p in params}, "params_verdict": params_verdict(params),
         "runs": cat.RUNS, "data_dir": user_folder or data_root, "dataset_dir": dataset_dir,
         "dataset_dir_user": user_folder,
         "results_dir": run_dir.rsplit("/", 1)[0], "checkpoint_folder": checkpoint_folder,
         "datasize": size.as_dict(), "dataset_bytes": size.total_bytes, "au_threshold": w.au_threshold,
         "epochs": int(config["train"]["epochs"]), "batch_size": int(config["reader"]["batch_size"]),
         "record_length": w_eff.record_length, "samples_per_file": w_eff.samples_per_file,
-        "needs_tensorflow": eng.needs_tensorflow(config),
+        "needs_tensorflow": needs_tensorflow(config),
         "workload_name": name, "config_dir": config_dir, "workload_config": config,
         "raw_dir": raw, "engine": "dlio", "engine_tested_version": eng.TESTED_DLIO_VERSION,
     }
@@ -240,7 +243,7 @@ def suite_request(model: str, profile: SiteProfile, settings: Mapping[str, Any])
                            allow_invalid=bool(settings.get("allow_invalid")))
 
 
-def _notes(request: TrainingRequest, w: cat.TrainingWorkload, params: list[eng.Param], size: cat.Datasize,
+def _notes(request: TrainingRequest, w: cat.TrainingWorkload, params: list[Param], size: cat.Datasize,
            memory_source: str) -> list[str]:
     """What the user should know before the run; the verdict itself is the rules' (the pre-run rules check)."""
     notes = []
