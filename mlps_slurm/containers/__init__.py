@@ -9,7 +9,9 @@ it for the names), so it can never be part of an import cycle.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Protocol, TypeVar
+from typing import Any, ClassVar, Mapping, Protocol
+
+from mlps_slurm.registry import ClassRegistry
 
 # (key, problem, fix, the keys involved), as the profile loader reports it.
 Problem = tuple[str, str, str, tuple[str, ...]]
@@ -57,35 +59,10 @@ class ContainerRuntime:
         return []
 
 
-REGISTRY: dict[str, type[ContainerRuntime]] = {}
-_C = TypeVar("_C", bound=type[ContainerRuntime])
-
-
-class UnknownContainerRuntime(KeyError):
-    def __str__(self) -> str:
-        return f"unknown container runtime {self.args[0]!r}; registered runtimes: {', '.join(REGISTRY)}"
-
-
-def register_container(name: str) -> Callable[[_C], _C]:
-    def register(cls: _C) -> _C:
-        if name in REGISTRY:
-            raise ValueError(f"container runtime {name!r} is already registered (by {REGISTRY[name].__qualname__})")
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-    return register
-
-
-def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
-
-
-def get(name: str) -> ContainerRuntime:
-    try:
-        cls = REGISTRY[name]
-    except (KeyError, TypeError):  # TypeError: an unhashable name
-        raise UnknownContainerRuntime(name) from None
-    return cls()
+REGISTRY: ClassRegistry[ContainerRuntime] = ClassRegistry("container runtime")
+register_container = REGISTRY.register
+names = REGISTRY.names
+get = REGISTRY.get
 
 
 def mounts(profile: Settings, run_dir: str) -> list[str]:

@@ -9,7 +9,9 @@ it for the names), so it can never be part of an import cycle.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, ClassVar, TypeVar
+from typing import TYPE_CHECKING, ClassVar
+
+from mlps_slurm.registry import ClassRegistry
 
 if TYPE_CHECKING:
     from mlps_slurm.containers import ContainerRuntime, Problem, Settings
@@ -36,40 +38,15 @@ class Launcher:
         return []
 
 
-REGISTRY: dict[str, type[Launcher]] = {}
-_L = TypeVar("_L", bound=type[Launcher])
-
-
-class UnknownLauncher(KeyError):
-    def __str__(self) -> str:
-        return f"unknown launcher {self.args[0]!r}; registered launchers: {', '.join(REGISTRY)}"
-
-
-def register_launcher(name: str) -> Callable[[_L], _L]:
-    def register(cls: _L) -> _L:
-        if name in REGISTRY:
-            raise ValueError(f"launcher {name!r} is already registered (by {REGISTRY[name].__qualname__})")
-        cls.name = name
-        REGISTRY[name] = cls
-        return cls
-    return register
-
-
-def names() -> tuple[str, ...]:
-    return tuple(REGISTRY)
+REGISTRY: ClassRegistry[Launcher] = ClassRegistry("launcher")
+register_launcher = REGISTRY.register
+names = REGISTRY.names
+get = REGISTRY.get
 
 
 def mpi_plugins() -> tuple[str, ...]:
     """Every value launcher.mpi may take: the MPI plugins of the registered launchers, in registration order."""
-    return tuple(dict.fromkeys(p for cls in REGISTRY.values() for p in cls.mpi_plugins))
-
-
-def get(name: str) -> Launcher:
-    try:
-        cls = REGISTRY[name]
-    except (KeyError, TypeError):  # TypeError: an unhashable name
-        raise UnknownLauncher(name) from None
-    return cls()
+    return tuple(dict.fromkeys(p for cls in REGISTRY.classes.values() for p in cls.mpi_plugins))
 
 
 @register_launcher("srun")

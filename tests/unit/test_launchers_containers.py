@@ -35,7 +35,7 @@ def test_builtin_names_in_registration_order():
 @pytest.mark.parametrize("lookup, message", [
     (lambda: launchers.get("aprun"), "unknown launcher 'aprun'; registered launchers: srun, mpirun"),
     (lambda: launchers.get(["srun"]), "registered launchers: srun, mpirun"),
-    (lambda: containers.get("docker"), "unknown container runtime 'docker'; registered runtimes: none, pyxis, "
+    (lambda: containers.get("docker"), "unknown container runtime 'docker'; registered container runtimes: none, pyxis, "
                                        "apptainer"),
 ])
 def test_unknown_name_lists_the_registered_ones(lookup, message):
@@ -132,7 +132,7 @@ def test_consistent_values_have_no_problem():
 @pytest.fixture
 def aprun(monkeypatch):
     """A made-up launcher registered the way a site module would, removed again after the test."""
-    monkeypatch.setattr(launchers, "REGISTRY", dict(launchers.REGISTRY))
+    monkeypatch.setattr(launchers.REGISTRY, "classes", dict(launchers.REGISTRY.classes))
 
     @launchers.register_launcher("aprun")
     class Aprun(launchers.Launcher):
