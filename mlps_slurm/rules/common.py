@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from mlps_slurm.rules.core import Finding, closed, declare, invalid, open_, rule
+from mlps_slurm.rules.core import Finding, closed, declare, invalid, open_, rule, run_rules
 from mlps_slurm.rules.facts import FilesystemIdentity, filesystem
 
 RUN_MANIFEST = declare("run.manifest", "manifest.json is present, valid JSON, and names the benchmark and request")
@@ -102,3 +102,11 @@ def check_separate_filesystems(s: SeparateFilesystems) -> Finding:
     return open_(rid, f"cannot tell whether {names} ({s.first_path}, {s.second_path}) are on different "
                       "filesystems: the preflight recorded no filesystem facts for them",
                  "different filesystems", "unknown")
+
+
+def separate_filesystem_findings(filesystems: SeparateFilesystems | None, what: str) -> list[Finding]:
+    """The separate-filesystems rule of a run; `what` names its two directories for a run that records none."""
+    if filesystems is None:
+        return [invalid(check_separate_filesystems.rule_id, f"the run records no {what} directories",
+                        "two directories", None)]
+    return run_rules([check_separate_filesystems], filesystems)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Union
 
-from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
+from mlps_slurm.rules.common import SeparateFilesystems, separate_filesystem_findings
 from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
 
 
@@ -217,11 +217,7 @@ def plan_findings(plan: KvCachePlan) -> list[Finding]:
 def run_findings(run: KvCacheRun) -> list[Finding]:
     findings = run_rules(PLAN_RULES + RUN_RULES, run)
     findings += [invalid(RESULTS_FILES, f"{r.path}: {r.problem}") for r in run.results if r.problem]
-    if run.filesystems is None:
-        findings.append(invalid(check_separate_filesystems.rule_id, "the run records no cache and results "
-                                                                    "directories", "two directories", None))
-    else:
-        findings += run_rules([check_separate_filesystems], run.filesystems)
+    findings += separate_filesystem_findings(run.filesystems, "cache and results")
     return findings
 
 

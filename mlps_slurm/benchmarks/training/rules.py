@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
-from mlps_slurm.rules.common import SeparateFilesystems, check_separate_filesystems
+from mlps_slurm.rules.common import SeparateFilesystems, separate_filesystem_findings
 from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
 
 from mlps_slurm.benchmarks.training import catalog as catalog
@@ -360,9 +360,5 @@ def plan_findings(plan: TrainingPlan) -> list[Finding]:
 def run_findings(chain: TrainingChain) -> list[Finding]:
     findings = run_rules(PLAN_RULES + CHAIN_RULES, chain)
     findings += [invalid(SUMMARY, f"run {r.name}: {r.problem}") for r in chain.runs if r.problem]
-    if chain.filesystems is None:
-        findings.append(invalid(check_separate_filesystems.rule_id, "the run records no data and results "
-                                                                    "directories", "two directories", None))
-    else:
-        findings += run_rules([check_separate_filesystems], chain.filesystems)
+    findings += separate_filesystem_findings(chain.filesystems, "data and results")
     return findings
