@@ -82,8 +82,8 @@ def test_submit_all_runs_every_enabled_benchmark_in_one_chain(dirs, tmp_path):
     checkpointing = json.loads((members["checkpointing"] / "results" / "results.json").read_text())
     assert [checkpointing["metrics"][p]["count"] for p in ("write", "read")] == [10, 10]
     # The datagen job sized the dataset from the memory the suite's preflight measured, through the link.
-    assert "preflight facts" in json.loads((members["training"] / "manifest.json").read_text())[
-        "request"]["memory_source"]
+    # It wrote the settled size to datasize.json; the manifest is never rewritten.
+    assert "preflight facts" in json.loads((members["training"] / "datasize.json").read_text())["memory_source"]
 
     summary = json.loads((suite / "results" / "results.json").read_text())
     assert summary["status"] == "success" and summary["submission_verdict"] == "INVALID"
