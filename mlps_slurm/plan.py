@@ -138,8 +138,10 @@ def launcher_argv(profile: SiteProfile, num_tasks: int, run_dir: str) -> list[st
 
 def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
                            storage: list[tuple[str, str, int]], engine_modules: list[str],
+                           separate_from_results: tuple[str, ...] = (),
                            lockfile: str | None = None) -> dict[str, Any]:
-    """What every node must provide for this run. `storage` is (id, path, bytes the run will write there)."""
+    """What every node must provide for this run. `storage` is (id, path, bytes the run will write there);
+    `separate_from_results` names the storage ids the rules want on another filesystem than the results."""
     results_root = str(Path(run_dir).parent)
     dirs = [{"id": sid, "path": path, "required_free_bytes": nbytes} for sid, path, nbytes in storage]
     # Result and log files are small; 64 MiB of headroom keeps a nearly full results filesystem from passing.
@@ -160,8 +162,7 @@ def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
         "storage": dirs,
         "expect_filesystem_type": profile.get("storage.filesystem_type"),
         "storage_shared": profile.get("storage.shared"),
-        # MLPerf Storage: the dataset and the results must live on different filesystems (training).
-        "separate_filesystems": [["data_dir", "results_dir"]] if any(d["id"] == "data_dir" for d in dirs) else [],
+        "separate_filesystems": [[sid, "results_dir"] for sid in separate_from_results],
         "memory_gb_expected": profile.get("nodes.memory_gb"),
         "cpus_expected": profile.get("nodes.cpus"),
     }

@@ -204,7 +204,9 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     modules = ["dlio_benchmark", "dftracer.logger", "mpi4py", "torch", "hydra", eng.SHIM_MODULE]
     if needs_tensorflow(config):
         modules.append("tensorflow")
-    preflight_spec = preflight_requirements(profile, run_dir, python, storage=storage, engine_modules=modules)
+    # MLPerf Storage: the dataset and the results must live on different filesystems.
+    preflight_spec = preflight_requirements(profile, run_dir, python, storage=storage, engine_modules=modules,
+                                            separate_from_results=("data_dir",))
     if memory is not None:
         preflight_spec["memory_gb_expected"] = memory
         # The dataset was sized from this memory: a node with more would make it too small (5 x memory rule).
