@@ -30,8 +30,17 @@ def _summarize_tasks(states: list[Any]) -> dict[str, Any]:
     return out
 
 
-def job_states(manifest: dict[str, Any], arrays: tuple[str, ...] = ("run",)) -> dict[str, dict[str, Any]]:
-    """Slurm states of the chain's other jobs; the array jobs (`arrays`, by key) with one entry per task."""
+def array_jobs(manifest: dict[str, Any]) -> tuple[str, ...]:
+    """Keys of the planned jobs that are Slurm job arrays (an --array directive)."""
+    return tuple(j["key"] for j in manifest.get("plan", {}).get("jobs", [])
+                 if any(str(opt).startswith("--array=") for opt in j.get("sbatch", [])))
+
+
+def job_states(manifest: dict[str, Any], arrays: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """Slurm states of the chain's other jobs; the array jobs (by key; default: those planned with --array) with
+    one entry per task."""
+    if arrays is None:
+        arrays = array_jobs(manifest)
     jobs = {key: job["job_id"] for key, job in manifest.get("jobs", {}).items()
             if job.get("job_id") and job["job_id"] != os.environ.get("SLURM_JOB_ID")}
     if not jobs:
@@ -95,7 +104,7 @@ def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str
         "schema": "mlps-slurm/results/1",
         "run_id": manifest["run_id"],
         "benchmark": manifest["benchmark"],
-        "model": request["model"],
+        "model": request.get("model"),
         "nodes": request.get("nodes"),
         "scale": request.get("scale", 1.0),
         "status": "failed" if reasons else "success",
