@@ -134,6 +134,7 @@ def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_
     stamp = run_id.split("-", 1)[1] if "-" in run_id else run_id
 
     members: list[tuple[str, Plan]] = []
+    models: list[str] = []
     jobs: list[JobSpec] = []
     notes: list[str] = []
     previous_last: str | None = None
@@ -147,6 +148,7 @@ def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_
         except PlanError as exc:
             raise PlanError(f"{benchmark} {model} (profile {profile.name}: suite.{benchmark}.models): {exc}") from exc
         members.append((rel, plan))
+        models.append(model)
         notes += [f"{name}: {n}" for n in plan.notes]
         own = [j for j in plan.jobs if j.key not in SHARED_JOBS]
         for i, job in enumerate(own):
@@ -164,8 +166,8 @@ def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_
     suite_needs = preflight_requirements(profile, run_dir, python, storage=[], engine_modules=[])
     req = {
         **request.to_dict(), "nodes": nodes,
-        "members": [{"name": f"{p.benchmark}-{p.request.model}", "benchmark": p.benchmark,
-                     "model": p.request.model, "run_id": p.run_id, "dir": rel} for rel, p in members],
+        "members": [{"name": f"{p.benchmark}-{model}", "benchmark": p.benchmark, "model": model,
+                     "run_id": p.run_id, "dir": rel} for (rel, p), model in zip(members, models)],
         "submission": {"organization": profile.get("submission.organization"),
                        "system": profile.get("submission.system")},
     }

@@ -97,9 +97,10 @@ def _print_prerun_rules(plan: Any) -> None:
     from mlps_slurm.rules import check_request
     from mlps_slurm.rules.core import combine
 
-    for _, p in plan.members or (("", plan),):
-        findings = check_request(p.benchmark, {**p.request_record(), **p.settings})
-        what = f" ({p.benchmark} {p.request.model})" if plan.members else ""
+    names = [m["name"] for m in plan.request_record().get("members", [])]
+    for (_, p), name in zip(plan.members or (("", plan),), names or [""]):
+        findings = check_request(p.benchmark, p.record())
+        what = f" ({name.replace('-', ' ', 1)})" if plan.members else ""
         click.echo(f"pre-run rules check{what}: {combine(findings).value}")
         for f in findings:
             if f.verdict.value != "CLOSED":

@@ -41,7 +41,8 @@ def request_options(request_type: type, only_suite: bool = False) -> list[Callab
     for f, spec in options_of(request_type):
         if not spec.flags or (only_suite and spec.suite != "cli"):
             continue
-        kwargs: dict[str, Any] = {"help": spec.help}
+        # `submit all` lists every benchmark's options together: say whose each one is.
+        kwargs: dict[str, Any] = {"help": f"{request_type.benchmark}: {spec.help}" if only_suite else spec.help}
         if isinstance(f.default, bool):
             kwargs["is_flag"] = True
         else:
@@ -69,6 +70,8 @@ def build_request(request_type: type, values: dict[str, Any]) -> Any:
             continue
         value = values[f.name]
         if spec.multiple:
+            if not value:
+                continue  # not given: the request's own default
             value = tuple(value)
         if spec.existing_file and value:
             value = str(Path(value).resolve())

@@ -7,6 +7,8 @@ import pytest
 
 from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
 from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
+from mlps_slurm.benchmarks.kvcache.plan import plan as plan_kvcache
+from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
 from mlps_slurm.benchmarks.training.request import TrainingRequest
 from mlps_slurm.benchmarks.training.plan import plan as plan_training
 from mlps_slurm.profile import load_profile
@@ -31,7 +33,8 @@ def test_every_template_with_every_example_profile(name):
     used = set()
     for benchmark, plan_it, request, golden in (
             ("checkpointing", plan_checkpointing, CheckpointingRequest(model="llama3-8b"), f"profiles/{name}"),
-            ("training", plan_training, TrainingRequest("unet3d", "b200", scale=0.01), f"training/profiles/{name}")):
+            ("training", plan_training, TrainingRequest("unet3d", "b200", scale=0.01), f"training/profiles/{name}"),
+            ("kvcache", plan_kvcache, KvCacheRequest(ranks_per_node=2), f"kvcache/profiles/{name}")):
         run_id = f"{benchmark}-20261128-120000-abcdef"
         run_dir = f"{profile.get('storage.results_dir')}/{run_id}"
         plan = plan_it(request, profile, run_id=run_id, run_dir=run_dir, python=python)

@@ -29,7 +29,10 @@ def _rank(path: Path, option: int, trial: int, rank: int) -> kv.KvRankResult:
         data = read_json_object(path)
     except FileProblem as exc:
         return kv.KvRankResult(option, trial, rank, str(path), problem=str(exc).split(": ", 1)[-1])
-    stats = data.get("cache_stats") if isinstance(data.get("cache_stats"), Mapping) else None
+    # kv-cache.py writes the statistics under summary.cache_stats (kvcache.md §4.5); a top-level cache_stats is read
+    # too (records written before that was known).
+    summary = data.get("summary") if isinstance(data.get("summary"), Mapping) else {}
+    stats = next((s for s in (summary.get("cache_stats"), data.get("cache_stats")) if isinstance(s, Mapping)), None)
     if stats is None:
         return kv.KvRankResult(option, trial, rank, str(path), problem="no cache_stats object")
     seed = data.get("seed")

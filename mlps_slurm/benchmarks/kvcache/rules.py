@@ -14,34 +14,23 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any, Mapping, Union
 
+from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.rules.common import SeparateFilesystems, separate_filesystem_findings
 from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
 
 
-@dataclass(frozen=True)
-class KvOption:
-    """One option's parameters, as passed to kv-cache.py (num_users is per client)."""
-
-    model: str
-    num_users: int
-    duration_s: float
-    gpu_mem_gb: float
-    cpu_mem_gb: float
-    max_concurrent_allocs: int
-    generation_mode: str
-
-
+# One option's parameters, as passed to kv-cache.py (num_users is per client).
+KvOption = cat.KvOptionParams
 # Table KVCache-1 (Rules.md 6.3.1.1, WORKLOAD_PARAMS): immutable in CLOSED.
-CLOSED_OPTIONS: dict[int, KvOption] = {
-    1: KvOption("llama3.1-8b", 200, 300, 0, 0, 16, "none"),
-    2: KvOption("llama3.1-8b", 100, 300, 0, 4, 16, "none"),
-    3: KvOption("llama3.1-70b-instruct", 70, 300, 0, 0, 4, "none"),
-}
+CLOSED_OPTIONS: Mapping[int, KvOption] = cat.OPTIONS
 # Rules.md 6.3.2.1 kvcacheClosedSequenceLocks. The newer upstream code uses a 20 s delay; Rules.md and the v3.0
 # leaf fixture say 90 s, and the rules are what a reviewer checks (kvcache.md §7.1).
-CLOSED_SEED = 42
-CLOSED_TRIALS = 3
-CLOSED_INTER_OPTION_DELAY_S = 90.0
+CLOSED_SEED = cat.CLOSED_SEED
+CLOSED_TRIALS = cat.CLOSED_TRIALS
+CLOSED_INTER_OPTION_DELAY_S = float(cat.INTER_OPTION_DELAY_S)
+# The engines that may produce a CLOSED result: MLPerf's own kv-cache.py. mlps-slurm's builtin engine follows it
+# where it is measured but is not the reference, so its results are OPEN at best.
+CLOSED_ENGINES = ("official",)
 
 RESULTS_FILES = declare("kvcache.results_files", "every rank of every option and trial left a readable "
                                                  "kvcache_results_*.json")
@@ -62,6 +51,7 @@ class KvCachePlan:
     performance_profile: str = "latency"
     multi_turn: bool = True
     prefix_caching: bool = True
+    engine: str = "official"  # runs recorded before mlps-slurm had engines were the reference's
 
     @classmethod
     def closed(cls, num_ranks: int = 1) -> KvCachePlan:
@@ -156,7 +146,19 @@ def check_open_features(subject: Subject) -> Finding:
     return closed("kvcache.open_features", "no OPEN-only feature", [], [])
 
 
-PLAN_RULES: tuple[Rule, ...] = (check_options, check_sequence, check_autoscaling, check_open_features)
+@rule("kvcache.engine", "CLOSED results come from MLPerf's kv-cache.py (engine official); mlps-slurm's builtin "
+                        "engine is OPEN at best")
+def check_engine(subject: Subject) -> Finding:
+    engine = _plan(subject).engine
+    if engine in CLOSED_ENGINES:
+        return closed("kvcache.engine", f"engine {engine}: the reference kv-cache.py", list(CLOSED_ENGINES), engine)
+    if engine == "builtin":
+        return open_("kvcache.engine", "engine builtin: mlps-slurm's independent engine, not the reference "
+                                       "kv-cache.py; its results are OPEN at best", list(CLOSED_ENGINES), engine)
+    return invalid("kvcache.engine", f"unknown engine {engine!r}", ["official", "builtin"], engine)
+
+
+PLAN_RULES: tuple[Rule, ...] = (check_options, check_sequence, check_autoscaling, check_open_features, check_engine)
 
 
 @rule("kvcache.trials_complete", "every option has trials x ranks usable result files")
@@ -245,11 +247,13 @@ def plan_from_request(request: Mapping[str, Any]) -> KvCachePlan:
     seed = request.get("seed", CLOSED_SEED)
     return KvCachePlan(
         options=opts, seed=None if seed is None else int(seed), trials=int(request.get("trials", CLOSED_TRIALS)),
-        inter_option_delay_s=float(request.get("inter_option_delay_s", CLOSED_INTER_OPTION_DELAY_S)),
+        inter_option_delay_s=float(request.get("inter_option_delay_s", request.get("inter_option_delay",
+                                                                                    CLOSED_INTER_OPTION_DELAY_S))),
         config=request.get("config"), num_ranks=int(request["num_processes"]),
         autoscaling=bool(request.get("autoscaling", False)), rag=bool(request.get("rag", False)),
         latency_tracing=bool(request.get("latency_tracing", False)),
         trace_replay=bool(request.get("trace_replay", False)),
         performance_profile=str(request.get("performance_profile", "latency")),
-        multi_turn=bool(request.get("multi_turn", True)), prefix_caching=bool(request.get("prefix_caching", True)))
+        multi_turn=bool(request.get("multi_turn", True)), prefix_caching=bool(request.get("prefix_caching", True)),
+        engine=str(request.get("engine") or "official"))
 

@@ -1,0 +1,149 @@
+"""KV-cache request + profile + catalog -> Plan: preflight -> option 1 -> option 2 -> option 3 -> finalize.
+
+Each option is one job that runs its trials one after another; every trial is one srun step with one task per
+client (rank), `ranks_per_node` on each node. An option starts when the previous one ended, however it ended
+(afterany; the next option is a measurement of its own), and only on the nodes the preflight validated.
+Pure, except `probe`, which looks for the official engine's checkout before anything is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlps_slurm.benchmarks.base import PlanError
+from mlps_slurm.benchmarks.kvcache import catalog as cat
+from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
+from mlps_slurm.plan import (JobSpec, Plan, base_context, finalize_job, launcher_argv, preflight_job,
+                             preflight_requirements, sbatch_directives, with_site_args)
+from mlps_slurm.profile import SiteProfile
+from mlps_slurm.rundir import raw_path
+
+JOB_MODULE = "mlps_slurm.benchmarks.kvcache.job"
+MAX_CONTEXT_TOKENS = max(t.context_range[1] for t in cat.USER_TEMPLATES.values())
+
+
+def option_params(request: KvCacheRequest) -> dict[int, cat.KvOptionParams]:
+    """The parameters each option runs with: Table KVCache-1, with --duration and --users applied."""
+    out = {}
+    for number in sorted(int(o) for o in request.options):
+        params = cat.OPTIONS[number]
+        if request.duration is not None:
+            params = replace(params, duration_s=request.duration)
+        if request.users is not None:
+            params = replace(params, num_users=request.users)
+        out[number] = params
+    return out
+
+
+def largest_entry_bytes(params: cat.KvOptionParams) -> int:
+    return MAX_CONTEXT_TOKENS * cat.MODELS[params.model].bytes_per_token
+
+
+def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir: str, python: str) -> Plan:
+    max_nodes = profile.get("nodes.count")
+    nodes = request.nodes or max_nodes
+    if nodes > max_nodes:
+        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
+                        f"{max_nodes}, or raise nodes.count in the profile")
+    engine = request.engine or profile.get("engines.kvcache.engine")
+    engine_path = profile.get("engines.kvcache.path")
+    if engine == "official" and not engine_path:
+        raise PlanError("--engine official: set engines.kvcache.path in the profile to a checkout of MLPerf "
+                        "Storage's kv_cache_benchmark/ (github.com/mlcommons/storage; it is not on PyPI)")
+    request = replace(request, nodes=nodes, engine=engine)
+    ranks = nodes * request.ranks_per_node
+    options = option_params(request)
+
+    run_dir = run_dir.rstrip("/")
+    base = base_context(profile, python, run_id, run_dir)
+    raw = raw_path(run_dir, "kv_cache", "").rstrip("/")
+    cache_dir = f"{profile.get('storage.kvcache_dir').rstrip('/')}/{run_id}"
+    # Ranks that share the cache filesystem split its free space (each would otherwise claim 95 % of it).
+    sharing = ranks if profile.get("storage.shared") else request.ranks_per_node
+    launch = launcher_argv(profile, ranks, run_dir)
+    bench_sbatch = [f"--nodes={nodes}", f"--ntasks={ranks}", f"--ntasks-per-node={request.ranks_per_node}"]
+    # One failed rank ends the step (srun -K) instead of leaving the others running to the end of the window.
+    engine_env = {**base["env"], "SLURM_KILL_BAD_EXIT": "1"}
+
+    jobs: list[JobSpec] = [preflight_job(profile, run_dir, python, nodes, base)]
+    previous = None
+    for number, params in options.items():
+        key = f"option{number}"
+        trials = [{"output_base": f"{raw}/option_{number}/trial_{t}",
+                   "engine": engine_argv(python, params, f"{raw}/option_{number}/trial_{t}", cache_dir,
+                                         request.seed, engine, engine_path, sharing)}
+                  for t in range(request.trials)]
+        deps: tuple[tuple[str, tuple[str, ...]], ...] = (("afterok", ("preflight",)),)
+        if previous:
+            deps += (("afterany", (previous,)),)
+        jobs.append(JobSpec(
+            key=key, template="kvcache-option.sbatch.j2",
+            sbatch=tuple(sbatch_directives(profile, run_dir, key, "run", benchmark_job=True) + bench_sbatch),
+            dependencies=deps, pin_to_preflight=True,
+            context={**base, "env": engine_env, "option": number, "option_name": cat.OPTION_NAMES[number],
+                     "delay_s": request.inter_option_delay if previous else 0, "trials": trials,
+                     "launch": launch}))
+        previous = key
+    jobs.append(finalize_job(profile, run_dir, python, base, tuple(j.key for j in jobs)))
+
+    # Every rank must be able to hold at least the largest entry its option can write.
+    per_rank = max(largest_entry_bytes(p) for p in options.values())
+    preflight_spec = preflight_requirements(
+        profile, run_dir, python, storage=[("kvcache_dir", profile.get("storage.kvcache_dir"), per_rank * sharing)],
+        engine_modules=["numpy", JOB_MODULE], separate_from_results=("kvcache_dir",))
+    settings = {
+        "num_processes": ranks, "ranks_per_node": request.ranks_per_node,
+        "options": {str(n): p.as_dict() for n, p in options.items()},
+        "inter_option_delay_s": request.inter_option_delay, "cache_dir": cache_dir, "raw_dir": raw,
+        "engine_path": engine_path if engine == "official" else None, "ranks_sharing_cache_fs": sharing,
+    }
+    notes = []
+    if engine == "builtin":
+        notes.append("builtin engine: its results are OPEN at best (MLPerf accepts the reference kv-cache.py for "
+                     "CLOSED); use --engine official with engines.kvcache.path for a CLOSED submission")
+    return Plan(run_id=run_id, benchmark="kvcache", request=request, settings=settings,
+                jobs=with_site_args(tuple(jobs), profile), notes=tuple(notes), preflight=preflight_spec)
+
+
+def engine_argv(python: str, params: cat.KvOptionParams, output_base: str, cache_base: str, seed: int,
+                engine: str, engine_path: str | None, sharing: int) -> list[str]:
+    """One rank's command: the job entry point finds its rank in Slurm's environment (seed + rank, rank_<N>/)."""
+    argv = [python, "-m", JOB_MODULE, "--output-base", output_base, "--cache-base", cache_base,
+            "--seed-base", str(seed), "--model", params.model, "--num-users", str(params.num_users),
+            "--duration", f"{params.duration_s:g}", "--gpu-mem-gb", f"{params.gpu_mem_gb:g}",
+            "--cpu-mem-gb", f"{params.cpu_mem_gb:g}", "--max-concurrent-allocs", str(params.max_concurrent_allocs),
+            "--generation-mode", params.generation_mode, "--engine", engine,
+            "--ranks-sharing-cache-fs", str(sharing)]
+    if engine == "official":
+        argv += ["--official-path", str(engine_path)]
+    return argv
+
+
+def official_entry(path: str) -> Path | None:
+    """kv-cache.py of a checkout given as the repository or its kv_cache_benchmark/ directory."""
+    for candidate in (Path(path), Path(path) / "kv_cache_benchmark"):
+        if (candidate / "kv-cache.py").is_file() and (candidate / "config.yaml").is_file():
+            return candidate / "kv-cache.py"
+    return None
+
+
+def probe(plan: Plan, python: str) -> None:
+    """The official engine needs its checkout (kv-cache.py, config.yaml and the kv_cache package) where the
+    profile says; refused before anything is written, saying what to install."""
+    if plan.request.engine != "official":
+        return
+    path = plan.settings["engine_path"]
+    entry = official_entry(path)
+    if entry is None or not (entry.parent / "kv_cache").is_dir():
+        raise PlanError(f"engines.kvcache.path = {path}: no kv_cache_benchmark checkout there (kv-cache.py, "
+                        "config.yaml and the kv_cache/ package); clone github.com/mlcommons/storage and point "
+                        "engines.kvcache.path at its kv_cache_benchmark/ directory, or use --engine builtin")
+
+
+def suite_request(model: str, profile: SiteProfile, settings: Mapping[str, Any]) -> KvCacheRequest:
+    """The kv-cache run of `submit all` (its "model" is the path model of the submission tree, llama3.1-8b)."""
+    given = {k: settings[k] for k in ("duration", "users", "trials", "inter_option_delay")
+             if settings.get(k) is not None}
+    return KvCacheRequest(nodes=settings["nodes"], **given)
