@@ -152,6 +152,7 @@ class Benchmark:
     engines: tuple[str, ...] = ()  # engines.<name>.engine choices, the first is the default
     suite_models: tuple[str, ...] = ()  # suite.<name>.models default
     wait_timeout_s: float = 86400  # `submit <name> --wait`: how long to wait by default
+    in_default_suite: bool = True  # listed in suite.benchmarks' default (`submit all` without a profile choice)
 
     def part(self, module: str) -> ModuleType:
         """A module of the benchmark's package (request, plan, finalize, rules, results, bundle, ...)."""

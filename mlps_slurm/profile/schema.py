@@ -80,6 +80,11 @@ def _runnable_benchmarks() -> tuple[str, ...]:
     return tuple(b.name for b in benchmarks.runnable())
 
 
+def _default_suite() -> tuple[str, ...]:
+    from mlps_slurm import benchmarks
+    return tuple(b.name for b in benchmarks.runnable() if b.in_default_suite)
+
+
 def _suite_accelerators() -> tuple[str, ...]:
     """Every accelerator a runnable benchmark's request accepts (its `accelerator` field's choices)."""
     from mlps_slurm import benchmarks
@@ -213,7 +218,7 @@ SCHEMA: dict[str, Field] = {
     # --- engines: which implementation runs each benchmark, and where it is installed
     **engine_fields(),
     # --- `mlps-slurm submit all`: which benchmarks and workloads one submission chains
-    "suite.benchmarks": Field("list[str]", list(_runnable_benchmarks()), "Benchmarks `mlps-slurm submit all` "
+    "suite.benchmarks": Field("list[str]", list(_default_suite()), "Benchmarks `mlps-slurm submit all` "
                               "chains after one preflight, one after another in this order, then one finalize.",
                               choices=Registered(_runnable_benchmarks)),
     "suite.accelerator": Field("str", "b200", "Simulated accelerator of every workload of `submit all`.",

@@ -9,8 +9,8 @@ import pytest
 
 @pytest.mark.parametrize("args, expected", [
     (["submit", "trainingz", "--model", "x"],
-     "unknown benchmark 'trainingz'; valid benchmarks: all, checkpointing, training"),
-    (["render", "bogus"], "valid benchmarks: all, checkpointing, training"),
+     "unknown benchmark 'trainingz'; valid benchmarks: all, checkpointing, kvcache, training"),
+    (["render", "bogus"], "valid benchmarks: all, checkpointing, kvcache, training"),
     (["submit", "checkpointing", "--model", "llama3-13b"], "'llama3-8b', 'llama3-70b', 'llama3-405b', 'llama3-1t'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--frobnicate"], "No such option '--frobnicate'"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--profile", "nosuchsite"],
@@ -20,10 +20,10 @@ import pytest
     (["submit", "checkpointing", "--model", "llama3-405b", "-n", "12"], "must be a multiple of 256"),
     (["submit", "checkpointing", "--model", "llama3-8b", "--engine", "dlio"], "no llama3 checkpoint workloads"),
     (["submit", "training", "--model", "dlrm", "--accelerator", "b200"], "parquet"),
-    (["submit", "all", "--benchmarks", "training,kvcache"], "--benchmarks kvcache"),
+    (["submit", "all", "--benchmarks", "training,vectordb"], "--benchmarks vectordb"),
     (["submit", "all", "-o", "suite.benchmarks=[]"], "suite.benchmarks is empty"),
     (["submit", "all", "-o", "suite.benchmarks=[vectordb]"],
-     "suite.benchmarks: item 0: must be one of training, checkpointing"),
+     "suite.benchmarks: item 0: must be one of training, checkpointing, kvcache"),
     (["submit", "all", "-o", "suite.training.models=[dlrm]"],
      "training dlrm (profile localhost: suite.training.models)"),
     (["submit", "all", "-o", "suite.training.params=[reader.batch_size=3]"],

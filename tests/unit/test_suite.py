@@ -42,8 +42,9 @@ def make_plan(tmp_path: Path, *overrides: str, **request):
 def test_schema_suite_keys_come_from_the_registry():
     assert tuple(SCHEMA["suite.training.models"].choices) == MODELS
     assert tuple(SCHEMA["suite.checkpointing.models"].choices) == tuple(LLAMA3_MODELS)
-    assert tuple(SCHEMA["suite.benchmarks"].choices) == ("training", "checkpointing")  # the runnable ones
-    assert "suite.training.params" in SCHEMA and "suite.kvcache.models" not in SCHEMA
+    assert tuple(SCHEMA["suite.benchmarks"].choices) == ("training", "checkpointing", "kvcache")  # runnable
+    assert SCHEMA["suite.benchmarks"].default == ["training", "checkpointing"]  # kvcache is opt-in
+    assert "suite.training.params" in SCHEMA and "suite.vectordb.models" not in SCHEMA
 
 
 def test_one_preflight_workloads_one_after_another_one_finalize(tmp_path):
@@ -96,7 +97,7 @@ def test_preflight_needs_are_the_union_and_space_adds_up(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, request_, message", [
-    ((), {"benchmarks": ("kvcache",)}, "--benchmarks kvcache: `submit all` chains training, checkpointing"),
+    ((), {"benchmarks": ("vectordb",)}, "--benchmarks vectordb: `submit all` chains training, checkpointing, kvcache"),
     (("suite.benchmarks=[]",), {}, "suite.benchmarks is empty"),
     (("suite.checkpointing.models=[]",), {}, "suite.checkpointing.models is empty while suite.benchmarks lists"),
     (("suite.accelerator=mi355", "suite.training.models=[unet3d]"), {},
