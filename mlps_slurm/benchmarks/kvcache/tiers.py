@@ -7,11 +7,13 @@ of its limit and the entry is above half the target, and takes anything while un
 LRU snapshot (sorted by last access, then access count; re-taken once), demoting CPU entries to storage (after
 making room there, recursively) and, on storage, the terminal tier, deleting the LRU files (target 100 % of the
 limit). When every tier refuses, the entry goes to storage anyway. No promotion: a read never moves data up.
-One deliberate difference: the reference, when a tier has nothing left to evict, resets its usage to the committed
-entries and so forgets the reservations of writes in progress, which lets concurrent allocations over-commit the
-CPU tier's memory (measured: 6.9 GiB peak RSS for option 2's 4 GiB tier); here reservations stay counted until the
-entry is committed or given back. Counters are the reference's (stats.Metrics): bytes counted before the I/O, demotion I/O in no latency or byte
+Counters are the reference's (stats.Metrics): bytes counted before the I/O, demotion I/O in no latency or byte
 counter. `max_concurrent_allocs` bounds concurrent allocations only (data generation, space, write), not reads.
+
+One deliberate difference: the reference, when a tier has nothing left to evict, resets its usage to the committed
+entries and so forgets the reservations of writes still in progress, which lets concurrent allocations over-commit
+the CPU tier's memory (with that rule this engine peaked at 6.9 GiB RSS in option 2, whose CPU tier is 4 GiB);
+here a reservation stays counted until its entry is committed or it is given back.
 
 CPU entries are numpy byte arrays (the entry's data); a CPU write copies the generated data into its array and a
 CPU read copies it out through the worker's buffer, and each is timed as that copy (the reference times np.copy of
