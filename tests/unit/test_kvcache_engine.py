@@ -170,6 +170,21 @@ def test_a_failed_write_gives_its_space_back_and_is_recorded(tmp_path: Path, noi
     assert metrics.c["write_operations"] == 1  # counted before the I/O, as the reference counts it
 
 
+def test_a_thread_that_raises_ends_the_run_and_fails_it(tmp_path: Path, noise: NoiseBuffer):
+    from mlps_slurm.benchmarks.kvcache.engine import BuiltinRun, RunSettings
+
+    metrics = Metrics(SMALL.bytes_per_token)
+    cache = TieredCache(SMALL, 0, 1 << 30, NpyStore(tmp_path), noise, metrics)
+
+    def broken(*args: object) -> None:
+        raise ZeroDivisionError("a bug")
+
+    cache.allocate = broken  # type: ignore[method-assign]
+    run = BuiltinRun(RunSettings("tiny-1b", 2, 60.0, 0, 0, "none", 1), cache, metrics)
+    with pytest.raises(RuntimeError, match=r"(?s)kv-worker-\d failed.*ZeroDivisionError: a bug"):
+        run.run()  # ends at the first request, not after 60 s
+
+
 # --- metrics -------------------------------------------------------------------------------------------------------
 
 def test_percentiles_are_numpys_on_a_fixed_sample():

@@ -24,6 +24,7 @@ import queue
 import resource
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +83,18 @@ class BuiltinRun:
         self._local = threading.local()
         self._busy = 0
         self._busy_lock = threading.Lock()
+        self.failure: tuple[str, str] | None = None  # (thread, traceback) of the first thread that raised
+
+    def _guarded(self, target: Any, *args: Any) -> None:
+        """Run a thread's loop; an exception ends the run (the rank fails with it) instead of one thread."""
+        try:
+            target(*args)
+        except BaseException:
+            with self._busy_lock:
+                if self.failure is None:
+                    self.failure = (threading.current_thread().name, traceback.format_exc())
+            self.stop.set()
+            self.abort.set()
 
     def buffer(self) -> np.ndarray:
         """This worker's fixed I/O buffer (created on first use)."""
@@ -164,10 +177,10 @@ class BuiltinRun:
         users = make_users(self.s.num_users, self.s.seed)
         streams = [UserStream(u, self.s.seed, self.conversations) for u in users]
         io_before, cpu_before = read_proc_io(), _cpu_seconds()
-        workers = [threading.Thread(target=self._worker, name=f"kv-worker-{i}", daemon=True)
+        workers = [threading.Thread(target=self._guarded, args=(self._worker,), name=f"kv-worker-{i}", daemon=True)
                    for i in range(min(self.s.num_users, cat.MAX_WORKERS))]
-        user_threads = [threading.Thread(target=self._user, args=(s,), name=f"kv-{s.user.user_id}", daemon=True)
-                        for s in streams]
+        user_threads = [threading.Thread(target=self._guarded, args=(self._user, s), name=f"kv-{s.user.user_id}",
+                                         daemon=True) for s in streams]
         try:
             for t in workers + user_threads:
                 t.start()
@@ -188,6 +201,9 @@ class BuiltinRun:
             self.abort.set()
             for t in workers + user_threads:
                 t.join()
+        if self.failure is not None:
+            name, trace = self.failure
+            raise RuntimeError(f"thread {name} failed, which ended the run:\n{trace}")
         io_after = read_proc_io()
         cpu = _cpu_seconds() - cpu_before
         final = self.metrics.snapshot()
