@@ -33,7 +33,7 @@ import numpy as np
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.stats import Metrics
 from mlps_slurm.benchmarks.kvcache.summary import reference_results
-from mlps_slurm.benchmarks.kvcache.tiers import TieredCache
+from mlps_slurm.benchmarks.kvcache.tiers import STORAGE, TieredCache
 from mlps_slurm.benchmarks.kvcache.workload import (DECODE, PREFILL, PREFILL_DECODE, Conversations, Request,
                                                     UserStream, make_users, system_prompt_key)
 from mlps_slurm.benchmarks.training.measure import read_proc_io
@@ -207,7 +207,12 @@ class BuiltinRun:
         io_after = read_proc_io()
         cpu = _cpu_seconds() - cpu_before
         final = self.metrics.snapshot()
+        # Every thread has finished: what the storage tier holds now is exactly what is left on the cache
+        # filesystem (one file per entry), which a reader of the results can check against the disk.
+        entries_now, used_now = self.cache.counts()
         measured = {
+            "storage_entries_at_end": entries_now[STORAGE],
+            "storage_bytes_at_end": used_now[STORAGE],
             "storage_read_bytes_in_window": final.io["storage_read_bytes_in_window"],
             "storage_write_bytes_in_window": final.io["storage_write_bytes_in_window"],  # demotions included
             "demotion_write_bytes_in_window": final.io["demotion_write_bytes_in_window"],

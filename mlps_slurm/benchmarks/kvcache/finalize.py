@@ -99,9 +99,9 @@ def aggregate_option(ranks: Mapping[int, Mapping[int, dict[str, Any]]]) -> dict[
             per_trial.append(None if any(v is None for v in values) else sum(values))
         out[key] = statistics.fmean(per_trial) if per_trial and None not in per_trial else None
         out[f"{key}_per_trial"] = per_trial
-    for key in MAXED:
-        values = [row.get(key) for rows in ranks.values() for row in rows.values()]
-        out[key] = max(values) if values and None not in values else None
+    for key in MAXED:  # a rank with no operation of that kind has no percentile: it does not lower the max
+        values = [row[key] for rows in ranks.values() for row in rows.values() if row.get(key) is not None]
+        out[key] = max(values) if values else None
     out["cpu_tier_ranks"] = sorted({f"trial_{t}/rank_{k}" for t, rows in ranks.items() for k, row in rows.items()
                                     if row.get("storage_entries") == 0})
     reference, measured = out.get("read_bandwidth_gibps"), out.get("measured_read_bandwidth_gibps")

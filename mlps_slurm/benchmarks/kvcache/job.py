@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -83,8 +84,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--official-path", default=None, help="the reference's kv_cache_benchmark (or repository) dir")
     p.add_argument("--ranks-sharing-cache-fs", type=int, default=1,
                    help="ranks whose caches share one filesystem (divides the default storage limit)")
-    # tests only: leave the cache files; join each thread this long after the window (the reference: 2 s)
-    p.add_argument("--keep-cache", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--keep-cache", action="store_true", help="leave the cache files (the reference does)")
+    # tests only: join each thread this long after the window (the reference: 2 s)
     p.add_argument("--join-timeout", type=float, default=cat.JOIN_TIMEOUT_S, help=argparse.SUPPRESS)
     return p
 
@@ -281,6 +282,15 @@ def write_error(out_dir: Path, rank: int, during: str, exc: BaseException) -> No
     print(f"mlps-slurm: kv-cache rank {rank} failed during {during}: {record['error']}", file=sys.stderr, flush=True)
 
 
+class Terminated(Exception):
+    pass
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise Terminated(f"terminated by signal {signal.Signals(signum).name} (Slurm cancelled the step, a time limit "
+                     "passed, or another rank failed)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     rank = rank_from_env()
@@ -289,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     cache_dir = Path(args.cache_base) / f"rank_{rank}"
     output = out_dir / f"kvcache_results_{dt.datetime.now().strftime('%Y%m%d_%H%M%S')}.json"
     step = Step("creating the output directory")
+    # Slurm ends a step with SIGTERM (scancel, a time limit, srun -K after another rank failed): turn it into an
+    # exception so the rank still writes its error record and removes its cache files.
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         (run_official if args.engine == "official" else run_builtin)(args, rank, seed, cache_dir, output, step)

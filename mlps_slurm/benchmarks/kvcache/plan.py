@@ -73,7 +73,7 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
         key = f"option{number}"
         trials = [{"output_base": f"{raw}/option_{number}/trial_{t}",
                    "engine": engine_argv(python, params, f"{raw}/option_{number}/trial_{t}", cache_dir,
-                                         request.seed, engine, engine_path, sharing)}
+                                         request.seed, engine, engine_path, sharing, request.keep_cache)}
                   for t in range(request.trials)]
         deps: tuple[tuple[str, tuple[str, ...]], ...] = (("afterok", ("preflight",)),)
         if previous:
@@ -108,7 +108,7 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
 
 
 def engine_argv(python: str, params: cat.KvOptionParams, output_base: str, cache_base: str, seed: int,
-                engine: str, engine_path: str | None, sharing: int) -> list[str]:
+                engine: str, engine_path: str | None, sharing: int, keep_cache: bool = False) -> list[str]:
     """One rank's command: the job entry point finds its rank in Slurm's environment (seed + rank, rank_<N>/)."""
     argv = [python, "-m", JOB_MODULE, "--output-base", output_base, "--cache-base", cache_base,
             "--seed-base", str(seed), "--model", params.model, "--num-users", str(params.num_users),
@@ -118,6 +118,8 @@ def engine_argv(python: str, params: cat.KvOptionParams, output_base: str, cache
             "--ranks-sharing-cache-fs", str(sharing)]
     if engine == "official":
         argv += ["--official-path", str(engine_path)]
+    if keep_cache:
+        argv.append("--keep-cache")
     return argv
 
 

@@ -34,6 +34,9 @@ class KvCacheRequest(Request):
     ranks_per_node: int = option(1, "--ranks-per-node", "-a", min=1,
                                  help="Clients (ranks) on each node; each runs the option's full user count.")
     nodes: int | None = option(None, "--nodes", "-N", min=1, help="Client nodes (default: the profile's nodes.count).")
+    keep_cache: bool = option(False, "--keep-cache",
+                              help="Leave each rank's cache files after its trial (the reference does; by default "
+                                   "each rank removes its own, so repeated runs never fill the cache filesystem).")
     engine: str | None = option(None, "--engine", choices=("builtin", "official"),
                                 help="builtin: mlps-slurm's engine (never CLOSED); official: the reference "
                                      "kv_cache_benchmark checkout at the profile's engines.kvcache.path (default: "
