@@ -236,3 +236,16 @@ def test_job_side_code_never_reaches_the_cli():
     assert job_side_modules(), "no job-side modules found"
     if bad:
         pytest.fail("job-side code imports the CLI:\n  " + "\n  ".join(sorted(set(bad))), pytrace=False)
+
+
+def test_benchmarks_do_not_import_each_other():
+    """What two benchmarks share lives in a shared layer (steps/, rules/, plan ...), so a benchmark package can be
+    added or removed alone."""
+    def owner(module: str) -> str | None:
+        parts = module.split(".")
+        return parts[2] if module.startswith(BENCHMARKS + ".") and len(parts) > 2 and parts[2] != "base" else None
+
+    bad = [edge.describe() for module, edges in GRAPH.items() for edge in edges
+           if owner(module) and owner(edge.target) and owner(module) != owner(edge.target)]
+    if bad:
+        pytest.fail("benchmark packages importing each other:\n  " + "\n  ".join(bad), pytrace=False)

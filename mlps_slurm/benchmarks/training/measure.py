@@ -12,23 +12,9 @@ import time
 from typing import Any
 
 from mlps_slurm.steps.pagecache import evict
+from mlps_slurm.steps.procio import read_proc_io
 
 RESIDENCY_SAMPLE = 16  # files checked for pages left in the page cache after a drop
-
-
-def read_proc_io(pid: int | str = "self") -> dict[str, int]:
-    """A process's I/O counters: rchar = bytes read through read()/pread() (page-cache hits too), read_bytes =
-    bytes fetched from storage. They include the process's reaped children."""
-    out: dict[str, int] = {}
-    try:
-        with open(f"/proc/{pid}/io") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if value.strip().isdigit():
-                    out[key.strip()] = int(value)
-    except OSError:
-        pass
-    return out
 
 
 def descendants(root: int) -> list[int]:
