@@ -35,8 +35,8 @@ from mlps_slurm.benchmarks.kvcache.stats import Metrics
 from mlps_slurm.benchmarks.kvcache.summary import reference_results
 from mlps_slurm.benchmarks.kvcache.tiers import STORAGE, TieredCache
 from mlps_slurm.benchmarks.kvcache.workload import (DECODE, PREFILL, PREFILL_DECODE, Conversations, Request,
-from mlps_slurm.steps.procio import read_proc_io
                                                     UserStream, make_users, system_prompt_key)
+from mlps_slurm.steps.procio import read_proc_io
 
 
 @dataclass(frozen=True)
