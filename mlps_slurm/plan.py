@@ -239,3 +239,25 @@ def finalize_job(profile: SiteProfile, run_dir: str, python: str, base: dict[str
 def with_site_args(jobs: tuple[JobSpec, ...], profile: SiteProfile) -> tuple[JobSpec, ...]:
     """Every job gets the profile's extra sbatch command-line arguments."""
     return tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args"))) for j in jobs)
+
+
+def slurm_time_seconds(text: str) -> float | None:
+    """A Slurm time limit in seconds (sbatch --time formats); None for UNLIMITED/INFINITE."""
+    text = str(text).strip()
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in text.split(":")]
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    else:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) == 1:
+            hours, minutes, seconds = 0, parts[0], 0
+        elif len(parts) == 2:
+            hours, minutes, seconds = 0, parts[0], parts[1]
+        else:
+            hours, minutes, seconds = parts[:3]
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)

@@ -140,3 +140,15 @@ def test_a_failed_rank_is_named_never_averaged_away(tmp_path):
     assert any("rank 2 on n2" in r and "No space left" in r for r in results["reasons"])
     assert results["options"]["1"]["complete"] is False and "read_bandwidth_gibps" not in results["options"]["1"]
     assert "no aggregate" in text
+
+
+def test_an_option_that_cannot_fit_the_time_limit_is_refused(tmp_path):
+    from mlps_slurm.plan import slurm_time_seconds
+
+    assert [slurm_time_seconds(t) for t in ("30", "10:30", "01:00:00", "2-3", "1-00:00:00", "UNLIMITED")] == [
+        1800, 630, 3600, 183600, 86400, None]
+    # 3 trials x (300 s + 200 workers x 2 s drain + 60 s) + 90 s delay: over 30 minutes.
+    with pytest.raises(PlanError, match=r"slurm.time_limit.run \(00:30:00\); raise slurm.time_limit.run to at "
+                                        r"least 39 minutes"):
+        make(tmp_path, "slurm.time_limit.run=00:30:00")
+    make(tmp_path, "slurm.time_limit.run=00:30:00", duration=20, users=4)  # a demo fits

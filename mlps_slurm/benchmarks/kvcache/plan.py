@@ -16,7 +16,7 @@ from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
 from mlps_slurm.plan import (JobSpec, Plan, base_context, finalize_job, launcher_argv, preflight_job,
-                             preflight_requirements, sbatch_directives, with_site_args)
+                             preflight_requirements, sbatch_directives, slurm_time_seconds, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.rundir import raw_path
 
@@ -35,6 +35,17 @@ def option_params(request: KvCacheRequest) -> dict[int, cat.KvOptionParams]:
             params = replace(params, num_users=request.users)
         out[number] = params
     return out
+
+
+# Start-up of a rank (interpreter, the 256 MiB noise buffer, users) and its final write, generously.
+RANK_OVERHEAD_S = 60.0
+
+
+def option_seconds(params: cat.KvOptionParams, trials: int, delay: float) -> float:
+    """The longest an option's job can take: per trial the window, then the reference's drain (each worker thread
+    joined for up to 2 s, one after another), then the rank's start-up and wrap-up; plus the delay before it."""
+    workers = min(params.num_users, cat.MAX_WORKERS)
+    return delay + trials * (params.duration_s + cat.JOIN_TIMEOUT_S * workers + RANK_OVERHEAD_S)
 
 
 def largest_entry_bytes(params: cat.KvOptionParams) -> int:
@@ -66,6 +77,15 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
     bench_sbatch = [f"--nodes={nodes}", f"--ntasks={ranks}", f"--ntasks-per-node={request.ranks_per_node}"]
     # One failed rank ends the step (srun -K) instead of leaving the others running to the end of the window.
     engine_env = {**base["env"], "SLURM_KILL_BAD_EXIT": "1"}
+
+    limit = slurm_time_seconds(profile.get("slurm.time_limit.run"))
+    for number, params in options.items():
+        need = option_seconds(params, request.trials, request.inter_option_delay if number != min(options) else 0)
+        if limit is not None and need > limit:
+            raise PlanError(f"option {number} may take up to {need / 60:.0f} minutes ({request.trials} trial(s) of "
+                            f"{params.duration_s:g} s, the drain of {min(params.num_users, cat.MAX_WORKERS)} workers "
+                            f"and start-up), more than slurm.time_limit.run ({profile.get('slurm.time_limit.run')}); "
+                            f"raise slurm.time_limit.run to at least {int(need // 60) + 1} minutes")
 
     jobs: list[JobSpec] = [preflight_job(profile, run_dir, python, nodes, base)]
     previous = None
