@@ -152,3 +152,20 @@ def test_an_option_that_cannot_fit_the_time_limit_is_refused(tmp_path):
                                         r"least 39 minutes"):
         make(tmp_path, "slurm.time_limit.run=00:30:00")
     make(tmp_path, "slurm.time_limit.run=00:30:00", duration=20, users=4)  # a demo fits
+
+
+def test_submit_all_chains_kvcache_when_the_suite_enables_it(tmp_path):
+    from mlps_slurm.plan_suite import SuiteRequest, plan_suite
+
+    profile = load_profile("localhost", [f"storage.results_dir={tmp_path / 'runs'}",
+                                         "suite.benchmarks=[checkpointing, kvcache]"])
+    request = SuiteRequest(scale=0.01, nodes=2, options=(("duration", 20.0), ("users", 3), ("trials", 1)))
+    plan = plan_suite(request, profile, run_id="all-x", run_dir=str(tmp_path / "runs" / "all-x"), python="/py")
+    assert [j.key for j in plan.jobs] == ["preflight", "checkpointing-llama3-8b.checkpointing",
+                                          "kvcache-llama3.1-8b.option1", "kvcache-llama3.1-8b.option2",
+                                          "kvcache-llama3.1-8b.option3", "finalize"]
+    first = plan.job("kvcache-llama3.1-8b.option1")
+    assert ("afterany", ("checkpointing-llama3-8b.checkpointing",)) in first.dependencies  # one at a time
+    (member,) = [p for _, p in plan.members if p.benchmark == "kvcache"]
+    assert member.request.duration == 20 and member.request.users == 3 and member.request.trials == 1
+    assert ["kvcache_dir", "results_dir"] in plan.preflight["separate_filesystems"]
