@@ -233,7 +233,12 @@ def resolve_run(ref: str, results_root: Path | None = None) -> RunDirectory:
         candidates.append(results_root / ref)
     for c in candidates:
         rd = RunDirectory(c)
-        if rd.exists():
+        try:
+            found = rd.exists()
+        except PermissionError as exc:
+            raise PermissionError(f"{rd.manifest_path}: permission denied ({exc.strerror}); the run belongs to "
+                                  "another user: ask them, or read it as a user who may") from None
+        if found:
             return rd
     where = " or ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"no run directory at {where}")

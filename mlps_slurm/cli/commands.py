@@ -194,7 +194,7 @@ def show_status(ref: str, profile_ref: str, overrides: list[str], wait: bool, ti
         if not Path(ref).exists():
             root = Path(load_profile(profile_ref, overrides).get("storage.results_dir"))
         run = resolve_run(ref, root)
-    except (ProfileError, FileNotFoundError) as exc:
+    except (ProfileError, OSError) as exc:  # not there, not readable, not a directory ...
         _error(str(exc))
         return EXIT_USAGE
     backend = get_backend()
