@@ -8,7 +8,7 @@ from the CPU tier contributes 0.0 bandwidth (6.3.4.4). A rank without a usable r
 the option has no aggregate then, and the reasons name the rank and the engine's error.
 
 Beside the reference-compatible figures (the drain after the window included, divided by the window) the builtin
-engine's measured ones are aggregated the same way (bytes whose I/O completed inside the window), so a difference
+engine's measured ones are aggregated the same way (bytes its reads and writes moved inside the window), so a difference
 is visible.
 """
 

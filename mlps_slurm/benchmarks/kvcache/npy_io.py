@@ -24,6 +24,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -151,6 +152,10 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[n:]
 
 
+def _ignore(nbytes: int) -> None:
+    pass
+
+
 class NpyStore:
     """The storage tier's files: `<directory>/<key>.npy`."""
 
@@ -169,18 +174,21 @@ class NpyStore:
                 removed += 1
         return removed
 
-    def write(self, key: str, header: bytes, pieces: "PieceSource", buffer: np.ndarray) -> Timing:
-        """Header and data to <key>.npy, then fsync; returns the timing."""
+    def write(self, key: str, header: bytes, pieces: "PieceSource", buffer: np.ndarray,
+              progress: Callable[[int], None] = _ignore) -> Timing:
+        """Header and data to <key>.npy, then fsync; returns the timing. `progress(n)` after every piece written."""
         start = time.perf_counter()
         host = 0.0
         fd = os.open(self.path(key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         try:
             _write_all(fd, memoryview(header))
             host += time.perf_counter() - start
+            progress(len(header))
             for view in pieces.pieces(buffer):  # producing a piece is not timed (the reference generates first)
                 t = time.perf_counter()
                 _write_all(fd, view)
                 host += time.perf_counter() - t
+                progress(view.nbytes)
             t = time.perf_counter()
             os.fsync(fd)
             device = time.perf_counter() - t
@@ -188,7 +196,8 @@ class NpyStore:
             os.close(fd)
         return Timing(host + device, device, host)
 
-    def read(self, key: str, expect_bytes: int, buffer: np.ndarray) -> tuple[int, Timing]:
+    def read(self, key: str, expect_bytes: int, buffer: np.ndarray,
+             progress: Callable[[int], None] = _ignore) -> tuple[int, Timing]:
         """The whole file through `buffer` after dropping its cached pages; returns (file bytes, timing). Raises
         KeyError when the file is missing and ValueError when its header does not describe `expect_bytes` bytes."""
         start = time.perf_counter()
@@ -212,6 +221,7 @@ class NpyStore:
                 if header is None:
                     header = _check_header(bytes(view[:min(n, 4096)]), expect_bytes, self.path(key))
                 total += n
+                progress(n)
             done = time.perf_counter()
         finally:
             os.close(fd)

@@ -44,7 +44,7 @@ def table(results: dict[str, Any]) -> str:
     if options:
         lines.append("  GiB/s and tokens/s: sum over clients per trial, mean over trials (the reference's "
                      "definitions, I/O that drains after the window included); dev p95 (ms): max of the per-client "
-                     "device P95s; meas.: bytes whose I/O completed inside the window / window")
+                     "device P95s; meas.: bytes the reads and writes moved inside the window / window")
         if any(o.get("drain_flag") for o in options.values()):
             lines.append("  * the reference-compatible bandwidth exceeds the measured one by more than 10 %: I/O "
                          "that finished after the timed window is counted in it")

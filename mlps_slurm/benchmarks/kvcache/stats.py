@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -117,7 +117,6 @@ class Metrics:
     # --- files (mlps-slurm's measurement)
     def file_io(self, kind: str, file_bytes: int, demotion: bool = False) -> None:
         """A storage file written ("write") or read ("read") completely, now."""
-        done = time.perf_counter()
         with self.lock:
             if kind == "write":
                 self.io["files_written"] += 1
@@ -128,10 +127,18 @@ class Metrics:
             else:
                 self.io["files_read"] += 1
                 self.io["file_bytes_read"] += file_bytes
-            if done <= self.window_end:  # demotions too: mlps-slurm measures what the storage did
-                self.io[f"storage_{kind}_bytes_in_window"] += file_bytes
-                if demotion:
-                    self.io["demotion_write_bytes_in_window"] += file_bytes
+
+    def progress(self, kind: str, demotion: bool = False) -> Callable[[int], None]:
+        """A callback for one file's reads or writes: the bytes each read()/write() moved, counted when it returns
+        inside the timed window (a multi-GiB entry still in flight at the end counts for what it moved; demotions
+        too: mlps-slurm measures what the storage did)."""
+        def moved(nbytes: int) -> None:
+            if time.perf_counter() <= self.window_end:
+                with self.lock:
+                    self.io[f"storage_{kind}_bytes_in_window"] += nbytes
+                    if demotion:
+                        self.io["demotion_write_bytes_in_window"] += nbytes
+        return moved
 
     def file_deleted(self) -> None:
         with self.lock:

@@ -183,7 +183,8 @@ class TieredCache:
                     return False
             data = self.cpu_data[key]
             try:
-                self.store.write(key, npy_header(entry.shape, self.model.numpy_dtype), InMemory(data), data)
+                self.store.write(key, npy_header(entry.shape, self.model.numpy_dtype), InMemory(data), data,
+                                 self.metrics.progress("write", demotion=True))
             except OSError as exc:
                 self.metrics.io_error(f"demoting {key} to storage", exc)
                 self.store.delete(key)
@@ -229,7 +230,7 @@ class TieredCache:
                 array, timing = self._cpu_write(data, buffer)
             else:
                 header = npy_header(shape, self.model.numpy_dtype)
-                timing = self.store.write(key, header, Generated(data), buffer)
+                timing = self.store.write(key, header, Generated(data), buffer, self.metrics.progress("write"))
                 self.metrics.file_io("write", len(header) + size)
         except (OSError, MemoryError) as exc:
             self._settle(tier, size, kept=False)
@@ -279,7 +280,7 @@ class TieredCache:
                     assert array is not None
                     timing = _cpu_read(array, buffer)
                 else:
-                    file_bytes, timing = self.store.read(key, size, buffer)
+                    file_bytes, timing = self.store.read(key, size, buffer, self.metrics.progress("read"))
                     self.metrics.file_io("read", file_bytes)
             except (OSError, KeyError, ValueError) as exc:
                 self.metrics.io_error(f"reading {key} from {location}", exc)
