@@ -241,23 +241,11 @@ def with_site_args(jobs: tuple[JobSpec, ...], profile: SiteProfile) -> tuple[Job
     return tuple(replace(j, sbatch_args=tuple(profile.get("slurm.extra_sbatch_args"))) for j in jobs)
 
 
-def slurm_time_seconds(text: str) -> float | None:
-    """A Slurm time limit in seconds (sbatch --time formats); None for UNLIMITED/INFINITE."""
-    text = str(text).strip()
-    if text.upper() in ("UNLIMITED", "INFINITE"):
-        return None
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-        parts = [int(p) for p in text.split(":")]
-        hours, minutes, seconds = (parts + [0, 0])[:3]
-    else:
-        parts = [int(p) for p in text.split(":")]
-        if len(parts) == 1:
-            hours, minutes, seconds = 0, parts[0], 0
-        elif len(parts) == 2:
-            hours, minutes, seconds = 0, parts[0], parts[1]
-        else:
-            hours, minutes, seconds = parts[:3]
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+def client_nodes(requested: int | None, profile: SiteProfile) -> int:
+    """--nodes, or the profile's nodes.count, never more than that."""
+    max_nodes = profile.get("nodes.count")
+    nodes = requested or max_nodes
+    if nodes > max_nodes:
+        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
+                        f"{max_nodes}, or raise nodes.count in the profile")
+    return int(nodes)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mlps_slurm import benchmarks
-from mlps_slurm.plan import (JobSpec, Plan, PlanError, base_context, finalize_job, preflight_job,
+from mlps_slurm.plan import (JobSpec, Plan, PlanError, base_context, client_nodes, finalize_job, preflight_job,
                              preflight_requirements, with_site_args)
 from mlps_slurm.profile import SiteProfile
 
@@ -125,11 +125,7 @@ def merge_preflight(suite: dict[str, Any], members: list[dict[str, Any]]) -> dic
 def plan_suite(request: SuiteRequest, profile: SiteProfile, *, run_id: str, run_dir: str, python: str,
                probe: bool = False) -> Plan:
     """With `probe`, each workload's engine is looked for in the jobs' interpreter (PlanError when missing)."""
-    max_nodes = profile.get("nodes.count")
-    nodes = request.nodes or max_nodes
-    if nodes > max_nodes:
-        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
-                        f"{max_nodes}, or raise nodes.count in the profile")
+    nodes = client_nodes(request.nodes, profile)
     run_dir = run_dir.rstrip("/")
     stamp = run_id.split("-", 1)[1] if "-" in run_id else run_id
 

@@ -7,13 +7,12 @@ partition's MaxTime, MaxArraySize, storage paths exist. Each result names the pr
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from dataclasses import dataclass
 
 from mlps_slurm.profile.loader import SiteProfile
-from mlps_slurm.profile.schema import JOB_KINDS
+from mlps_slurm.profile.schema import JOB_KINDS, slurm_minutes
 
 # The largest array the chain submits today is the 6-task training run array; leave room for kv-cache trials.
 MIN_ARRAY_SIZE = 16
@@ -25,28 +24,6 @@ class LiveCheck:
     ok: bool
     message: str
     skipped: bool = False
-
-
-def slurm_minutes(text: str) -> float:
-    """Minutes of a Slurm time (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S); infinite for UNLIMITED/INFINITE."""
-    text = text.strip()
-    if text.upper() in ("UNLIMITED", "INFINITE", "N/A", ""):
-        return math.inf
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-        parts = [int(p) for p in text.split(":")] + [0, 0]
-        hours, minutes, seconds = parts[0], parts[1], parts[2]
-    else:
-        parts = [int(p) for p in text.split(":")]
-        if len(parts) == 1:
-            hours, minutes, seconds = 0, parts[0], 0
-        elif len(parts) == 2:
-            hours, minutes, seconds = 0, parts[0], parts[1]
-        else:
-            hours, minutes, seconds = parts
-    return days * 1440 + hours * 60 + minutes + seconds / 60
 
 
 def live_checks(profile: SiteProfile, backend: object) -> list[LiveCheck]:

@@ -6,6 +6,7 @@ Code reads profile values through `SiteProfile.get("dotted.key")` and never hard
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -16,6 +17,28 @@ _SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+
 # shell-quoted; instead they are restricted to characters that cannot end or confuse the directive.
 SBATCH_TOKEN = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-\[\]&|!*]+$")
 _ABS_OR_HOME = re.compile(r"^(/|~|\$)")
+
+
+def slurm_minutes(text: str) -> float:
+    """Minutes of a Slurm time (M, M:S, H:M:S, D-H, D-H:M, D-H:M:S); infinite for UNLIMITED/INFINITE."""
+    text = text.strip()
+    if text.upper() in ("UNLIMITED", "INFINITE", "N/A", ""):
+        return math.inf
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+        parts = [int(p) for p in text.split(":")] + [0, 0]
+        hours, minutes, seconds = parts[0], parts[1], parts[2]
+    else:
+        parts = [int(p) for p in text.split(":")]
+        if len(parts) == 1:
+            hours, minutes, seconds = 0, parts[0], 0
+        elif len(parts) == 2:
+            hours, minutes, seconds = 0, parts[0], parts[1]
+        else:
+            hours, minutes, seconds = parts
+    return days * 1440 + hours * 60 + minutes + seconds / 60
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,14 @@ def rules_verdict(run: RunDirectory) -> tuple[str, list[dict[str, Any]]]:
     return verdict.verdict.value, [f.to_dict() for f in verdict.findings if f.verdict.value != "CLOSED"]
 
 
+def verdict_lines(results: dict[str, Any]) -> list[str]:
+    """The part of every benchmark's table that says how the run ended: status, the rules' verdict and the findings
+    that are not CLOSED, the reasons and the notes."""
+    lines = [f"status: {str(results.get('status', '?')).upper()}"]
+    if results.get("verdict"):
+        lines.append(f"rules verdict: {results['verdict']} (details: verify.txt in the run directory)")
+        for f in results.get("rule_findings", []):
+            lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
+    lines += [f"  reason: {r}" for r in results.get("reasons", [])]
+    lines += [f"  note: {n}" for n in results.get("notes", [])]
+    return lines

@@ -143,10 +143,12 @@ def test_a_failed_rank_is_named_never_averaged_away(tmp_path):
 
 
 def test_an_option_that_cannot_fit_the_time_limit_is_refused(tmp_path):
-    from mlps_slurm.plan import slurm_time_seconds
+    import math
 
-    assert [slurm_time_seconds(t) for t in ("30", "10:30", "01:00:00", "2-3", "1-00:00:00", "UNLIMITED")] == [
-        1800, 630, 3600, 183600, 86400, None]
+    from mlps_slurm.profile.schema import slurm_minutes
+
+    assert [slurm_minutes(t) for t in ("30", "10:30", "01:00:00", "2-3", "1-00:00:00", "UNLIMITED")] == [
+        30, 10.5, 60, 3060, 1440, math.inf]
     # 3 trials x (300 s + 200 workers x 2 s drain + 60 s) + 90 s delay: over 30 minutes.
     with pytest.raises(PlanError, match=r"slurm.time_limit.run \(00:30:00\); raise slurm.time_limit.run to at "
                                         r"least 39 minutes"):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlps_slurm.steps.outcome import verdict_lines
+
 
 def _size(n: float) -> str:
     for unit in ("B", "KB", "MB", "GB", "TB"):
@@ -17,15 +19,7 @@ def table(results: dict[str, Any]) -> str:
     metrics = results.get("metrics")
     head = (f"run {results.get('run_id')}: checkpointing {results.get('model')}, "
             f"{results.get('num_processes')} ranks on {results.get('nodes')} node(s)")
-    lines = [head, f"status: {results.get('status', '?').upper()}"]
-    if results.get("verdict"):
-        lines.append(f"rules verdict: {results['verdict']} (details: verify.txt in the run directory)")
-        for f in results.get("rule_findings", []):
-            lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
-    for reason in results.get("reasons", []):
-        lines.append(f"  reason: {reason}")
-    for note in results.get("notes", []):
-        lines.append(f"  note: {note}")
+    lines = [head, *verdict_lines(results)]
     if not metrics:
         return "\n".join(lines) + "\n"
     lines.append("")

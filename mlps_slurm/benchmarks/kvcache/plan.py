@@ -15,9 +15,10 @@ from typing import Any, Mapping
 from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
-from mlps_slurm.plan import (JobSpec, Plan, base_context, finalize_job, launcher_argv, preflight_job,
-                             preflight_requirements, sbatch_directives, slurm_time_seconds, with_site_args)
+from mlps_slurm.plan import (JobSpec, Plan, base_context, client_nodes, finalize_job, launcher_argv, preflight_job,
+                             preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
+from mlps_slurm.profile.schema import slurm_minutes
 from mlps_slurm.rundir import raw_path
 
 JOB_MODULE = "mlps_slurm.benchmarks.kvcache.job"
@@ -53,11 +54,7 @@ def largest_entry_bytes(params: cat.KvOptionParams) -> int:
 
 
 def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir: str, python: str) -> Plan:
-    max_nodes = profile.get("nodes.count")
-    nodes = request.nodes or max_nodes
-    if nodes > max_nodes:
-        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
-                        f"{max_nodes}, or raise nodes.count in the profile")
+    nodes = client_nodes(request.nodes, profile)
     engine = request.engine or profile.get("engines.kvcache.engine")
     engine_path = profile.get("engines.kvcache.path")
     if engine == "official" and not engine_path:
@@ -78,10 +75,10 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
     # One failed rank ends the step (srun -K) instead of leaving the others running to the end of the window.
     engine_env = {**base["env"], "SLURM_KILL_BAD_EXIT": "1"}
 
-    limit = slurm_time_seconds(profile.get("slurm.time_limit.run"))
+    limit = 60 * slurm_minutes(profile.get("slurm.time_limit.run"))
     for number, params in options.items():
         need = option_seconds(params, request.trials, request.inter_option_delay if number != min(options) else 0)
-        if limit is not None and need > limit:
+        if need > limit:
             raise PlanError(f"option {number} may take up to {need / 60:.0f} minutes ({request.trials} trial(s) of "
                             f"{params.duration_s:g} s, the drain of {min(params.num_users, cat.MAX_WORKERS)} workers "
                             f"and start-up), more than slurm.time_limit.run ({profile.get('slurm.time_limit.run')}); "

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlps_slurm.steps.outcome import verdict_lines
+
 
 def _fmt(value: Any, spec: str, width: int) -> str:
     return f"{value:{width}{spec}}" if isinstance(value, (int, float)) else f"{'-':>{width}}"
@@ -13,13 +15,7 @@ def table(results: dict[str, Any]) -> str:
     lines = [f"run {results.get('run_id')}: kv-cache, {results.get('num_processes')} client(s) "
              f"({results.get('ranks_per_node')} per node on {results.get('nodes')} node(s)), "
              f"{results.get('trials')} trial(s) per option, engine {results.get('engine')}",
-             f"status: {str(results.get('status', '?')).upper()}"]
-    if results.get("verdict"):
-        lines.append(f"rules verdict: {results['verdict']} (details: verify.txt in the run directory)")
-        for f in results.get("rule_findings", []):
-            lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
-    lines += [f"  reason: {r}" for r in results.get("reasons", [])]
-    lines += [f"  note: {n}" for n in results.get("notes", [])]
+             *verdict_lines(results)]
     options = results.get("options") or {}
     if options:
         lines += ["", f"{'option':<7}{'model':<23}{'users':>6}{'read GiB/s':>11}{'write GiB/s':>12}"

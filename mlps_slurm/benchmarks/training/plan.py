@@ -20,7 +20,8 @@ from mlps_slurm.benchmarks.training.params import Param, ParamError, params_verd
 from mlps_slurm.benchmarks.training.request import TrainingRequest
 from mlps_slurm.benchmarks.training.workload import (base_config, config_name, dataset_id, effective_workload,
                                                      engine_problems, needs_tensorflow)
-from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command, finalize_job,
+from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command, client_nodes,
+                             finalize_job,
                              launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.rundir import raw_path
@@ -72,11 +73,7 @@ def _memory(request: TrainingRequest, profile: SiteProfile) -> tuple[float | Non
 
 def _layout(request: TrainingRequest, profile: SiteProfile) -> tuple[int, int]:
     """(nodes, simulated accelerators per node): the same count on every node, as the rules require."""
-    max_nodes = profile.get("nodes.count")
-    nodes = request.nodes or max_nodes
-    if nodes > max_nodes:
-        raise PlanError(f"--nodes {nodes}: the profile allows {max_nodes} (nodes.count); pass --nodes N with N <= "
-                        f"{max_nodes}, or raise nodes.count in the profile")
+    nodes = client_nodes(request.nodes, profile)
     per_node = request.accelerators_per_node or profile.get("nodes.accelerators_per_node")
     if per_node < 1:
         raise PlanError(f"--accelerators-per-node must be at least 1, got {per_node}")

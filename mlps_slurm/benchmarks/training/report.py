@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlps_slurm.benchmarks.training.catalog import SCORED_RUNS
+from mlps_slurm.steps.outcome import verdict_lines
 
 
 def _fmt(value: Any, spec: str, width: int) -> str:
@@ -27,13 +28,7 @@ def _drop_text(drops: list[dict[str, Any]]) -> str:
 def table(results: dict[str, Any]) -> str:
     lines = [f"run {results.get('run_id')}: training {results.get('model')} on {results.get('accelerator')}, "
              f"{results.get('num_accelerators')} simulated accelerators on {results.get('nodes')} node(s)",
-             f"status: {str(results.get('status', '?')).upper()}"]
-    if results.get("verdict"):
-        lines.append(f"rules verdict: {results['verdict']} (details: verify.txt in the run directory)")
-        for f in results.get("rule_findings", []):
-            lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
-    lines += [f"  reason: {r}" for r in results.get("reasons", [])]
-    lines += [f"  note: {n}" for n in results.get("notes", [])]
+             *verdict_lines(results)]
     d = results.get("dataset")
     if d:
         how = "reused" if d.get("reused") else f"generated in {d.get('seconds', 0):.1f} s"
