@@ -171,3 +171,40 @@ def test_submit_all_chains_kvcache_when_the_suite_enables_it(tmp_path):
     (member,) = [p for _, p in plan.members if p.benchmark == "kvcache"]
     assert member.request.duration == 20 and member.request.users == 3 and member.request.trials == 1
     assert ["kvcache_dir", "results_dir"] in plan.preflight["separate_filesystems"]
+
+
+def test_damaged_rank_files_and_a_hostile_manifest_are_reasons_not_tracebacks(tmp_path):
+    plan, profile = make(tmp_path, trials=1, options=("1", "2"))
+    run = create_run(plan, profile, tmp_path / "runs")
+    (run.preflight / "preflight.json").write_text(json.dumps({"ok": True, "reports": {}}))
+    raw = run.raw_dir("kv_cache", "")
+    for option in (1, 2):
+        for rank in range(4):
+            rank_file(raw / f"option_{option}" / "trial_0" / f"rank_{rank}", 1, 1, 1, 1, 1, seed=42 + rank)
+    (bad,) = (raw / "option_1" / "trial_0" / "rank_0").glob("*.json")
+    bad.write_bytes(b"\xff\xfe{")  # not UTF-8
+    (gone,) = (raw / "option_2" / "trial_0" / "rank_3").glob("*.json")
+    gone.unlink()
+    gone.mkdir()  # a directory where the file belongs
+    results, _ = finalize(run)
+    assert results["status"] == "failed"
+    assert any("option 1" in r and "rank_0" in r and "unreadable" in r for r in results["reasons"])
+    assert any("option 2" in r and "rank_3" in r for r in results["reasons"])  # every option's problem is named
+    manifest = json.loads(run.manifest_path.read_text())
+    manifest["settings"]["options"] = {"../../../etc": {}}
+    manifest["request"]["trials"] = "many"
+    run.manifest_path.write_text(json.dumps(manifest))
+    results, _ = finalize(run)
+    assert results["status"] == "failed" and any("manifest is damaged" in r for r in results["reasons"])
+    assert results["options"] == {}
+
+
+def test_a_datasize_record_that_is_a_directory_is_named():
+    import tempfile
+
+    from mlps_slurm.benchmarks.training.record import SettledSizeError, settled_size
+
+    with tempfile.TemporaryDirectory() as d:
+        (Path(d) / "datasize.json").mkdir()
+        with pytest.raises(SettledSizeError, match="datasize.json: unreadable"):
+            settled_size(Path(d))

@@ -109,24 +109,42 @@ def aggregate_option(ranks: Mapping[int, Mapping[int, dict[str, Any]]]) -> dict[
     return out
 
 
+def planned_layout(record: Mapping[str, Any]) -> tuple[dict[str, Any], int, int]:
+    """(options by number, trials, ranks) as the manifest planned them; a damaged or hostile value (an option that
+    is not a number would become a path) is a ValueError naming the key."""
+    options, trials, ranks = record.get("options"), record.get("trials"), record.get("num_processes")
+    if not isinstance(options, Mapping) or not all(isinstance(k, str) and k.isdigit() for k in options):
+        raise ValueError(f"settings.options {options!r} is not a mapping of option numbers")
+    for key, value in (("request.trials", trials), ("settings.num_processes", ranks)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} {value!r} is not a whole number >= 1")
+    return dict(sorted(options.items(), key=lambda kv: int(kv[0]))), trials, ranks
+
+
 def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
     manifest = run.read_manifest()
     record = run_record(manifest)
     states = job_states(manifest)
     reasons = preflight_reasons(run, states)
+    preflight_failed = bool(reasons)  # then no rank ran: listing every missing file would hide the cause
     raw = run.raw_dir("kv_cache", "")
+    try:
+        planned, trials, num_ranks = planned_layout(record)
+    except ValueError as exc:
+        reasons.append(f"{run.manifest_path}: {exc}; the manifest is damaged")
+        planned, trials, num_ranks = {}, 0, 0
     options: dict[str, Any] = {}
-    for number, params in sorted(record.get("options", {}).items(), key=lambda kv: int(kv[0])):
+    for number, params in planned.items():
         ranks: dict[int, dict[int, dict[str, Any]]] = {}
         problems = []
-        for trial in range(int(record["trials"])):
-            for rank in range(int(record["num_processes"])):
+        for trial in range(trials):
+            for rank in range(num_ranks):
                 row, why = read_rank(raw / f"option_{number}" / f"trial_{trial}" / f"rank_{rank}")
                 if row is None:
                     problems.append(f"option {number} trial {trial}: {why}")
                 else:
                     ranks.setdefault(trial, {})[rank] = row
-        if problems and not reasons:
+        if problems and not preflight_failed:
             note = job_note(states, f"option{number}")
             reasons += [p + note for p in problems[:4]]
             if len(problems) > 4:
@@ -134,7 +152,7 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
         options[number] = {"params": params, "complete": not problems,
                            **(aggregate_option(ranks) if not problems else {"ranks_usable": sum(map(len,
                                                                                             ranks.values()))})}
-    _remove_empty_cache_dirs(record.get("cache_dir"), int(record.get("num_processes") or 0))
+    _remove_empty_cache_dirs(record.get("cache_dir"), num_ranks)
     results = write_results(run, manifest, reasons, states, table, model=PATH_MODEL,
                             engine=record.get("engine"), num_processes=record.get("num_processes"),
                             ranks_per_node=record.get("ranks_per_node"), trials=record.get("trials"),

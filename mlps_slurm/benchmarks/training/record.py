@@ -22,7 +22,7 @@ class SettledSizeError(ValueError):
 
 def settled_size(run_dir: Path) -> dict[str, Any] | None:
     path = Path(run_dir) / DATASIZE_FILE
-    if not path.is_file():
+    if not path.exists():  # not settled (yet); anything else there (a directory, say) is reported below
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
