@@ -9,6 +9,7 @@ it for the names), so it can never be part of an import cycle.
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING, ClassVar
 
 from mlps_slurm.registry import ClassRegistry
@@ -17,17 +18,17 @@ if TYPE_CHECKING:
     from mlps_slurm.containers import ContainerRuntime, Problem, Settings
 
 
-class Launcher:
+class Launcher(abc.ABC):
     name: ClassVar[str] = ""
     # Values of launcher.mpi this launcher understands (srun's --mpi plugins); empty: launcher.mpi is not used.
     mpi_plugins: ClassVar[tuple[str, ...]] = ()
     # The launch line is an srun step, so srun plugins' options (pyxis) can start its tasks in a container.
     carries_srun_options: ClassVar[bool] = False
 
+    @abc.abstractmethod
     def launch_prefix(self, profile: Settings, num_tasks: int, container: ContainerRuntime,
                       run_dir: str) -> list[str]:
         """The words before the program that start it on `num_tasks` tasks, inside the container if any."""
-        raise NotImplementedError
 
     def executables(self, profile: Settings) -> list[str]:
         """What the preflight must find on every node for this launcher."""

@@ -18,13 +18,14 @@ checked); host time = open and advice, device time = the reads (the reference's 
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import io
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -248,11 +249,12 @@ def _check_header(head: bytes, expect_bytes: int, path: Path) -> bytes:
     return head[:stream.tell()]
 
 
-class PieceSource:
+class PieceSource(abc.ABC):
     """Where a write's data comes from: generated entry data or an in-memory (CPU tier) entry."""
 
-    def pieces(self, buffer: np.ndarray):  # pragma: no cover - interface
-        raise NotImplementedError
+    @abc.abstractmethod
+    def pieces(self, buffer: np.ndarray) -> Iterator[memoryview]:
+        """The entry's bytes, piece by piece, each a view into `buffer` (or into the entry itself)."""
 
 
 class Generated(PieceSource):
