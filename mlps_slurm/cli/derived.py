@@ -33,14 +33,21 @@ def _click_type(f: dataclasses.Field[Any], spec: Any) -> Any:
     return str
 
 
-def request_options(request_type: type, only_suite: bool = False) -> list[Callable[[Any], Any]]:
-    """One click option per request field that has flags (with only_suite: the `submit all` ones)."""
+def request_options(request_type: type, only_suite: bool = False,
+                    names: tuple[str, ...] | None = None, skip: set[str] | None = None) -> list[Callable[[Any], Any]]:
+    """One click option per request field that has flags (with only_suite: the `submit all` ones; with `names`:
+    only those fields). Fields in `skip` are left out and the ones made are added to it, so several requests can
+    share one command without declaring an option twice."""
     from mlps_slurm.benchmarks.base import options_of
 
     out = []
     for f, spec in options_of(request_type):
-        if not spec.flags or (only_suite and spec.suite != "cli"):
+        if not spec.flags or (only_suite and spec.suite != "cli") or (names is not None and f.name not in names):
             continue
+        if skip is not None:
+            if f.name in skip:
+                continue
+            skip.add(f.name)
         # `submit all` lists every benchmark's options together: say whose each one is.
         kwargs: dict[str, Any] = {"help": f"{request_type.benchmark}: {spec.help}" if only_suite else spec.help}
         if isinstance(f.default, bool):
@@ -111,10 +118,9 @@ def _suite_options() -> list[Callable[[Any], Any]]:
     from mlps_slurm import benchmarks
 
     seen = {"scale"}
-    extra = []
-    for bench in benchmarks.runnable():
-        extra += request_options(bench.request_type, only_suite=True)
-    options = [
+    extra = [o for bench in benchmarks.runnable()
+             for o in request_options(bench.request_type, only_suite=True, skip=seen)]
+    return [
         click.option("--benchmarks", default=None, metavar="B[,B...]",
                      help="Chain only these benchmarks, in this order (default: the profile's suite.benchmarks; "
                           "the workloads come from suite.<benchmark>.models)."),
@@ -122,20 +128,8 @@ def _suite_options() -> list[Callable[[Any], Any]]:
                      help="Nodes of every workload (default: the profile's nodes.count)."),
         click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
                      help="Shrink every workload for demos and tests; scaled runs are not submittable."),
+        *extra,
     ]
-    return options + _dedupe(extra, seen)
-
-
-def _dedupe(decorators: list[Callable[[Any], Any]], seen: set[str]) -> list[Callable[[Any], Any]]:
-    """Apply each option decorator to a probe function to learn its parameter name; keep the first of a name."""
-    out = []
-    for d in decorators:
-        probe = d(lambda: None)
-        pname = probe.__click_params__[-1].name  # type: ignore[attr-defined]
-        if pname not in seen:
-            seen.add(pname)
-            out.append(d)
-    return out
 
 
 def _suite_command(action: str) -> click.Command:

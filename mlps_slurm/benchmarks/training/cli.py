@@ -22,8 +22,7 @@ _LAYOUT = ("model", "accelerator", "accelerators_per_node", "nodes")
 
 
 def _common(f: Any) -> Any:
-    return apply([o for o in request_options(TrainingRequest) if o(lambda: None).__click_params__[-1].name
-                  in _LAYOUT], f)
+    return apply(request_options(TrainingRequest, names=_LAYOUT), f)
 
 
 def _memory_from_run(path: str) -> tuple[float | None, str]:
