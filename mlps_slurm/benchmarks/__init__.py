@@ -49,8 +49,3 @@ def all_benchmarks() -> list["Benchmark"]:
 def runnable() -> list["Benchmark"]:
     """The benchmarks this release can run as a chain (the others are only verified and bundled)."""
     return [b for b in all_benchmarks() if b.runnable]
-
-
-def by_tree_name(tree_name: str) -> "Benchmark | None":
-    """The benchmark whose submission-tree directory is `tree_name` (e.g. kv_cache)."""
-    return next((b for b in all_benchmarks() if b.tree_name == tree_name), None)

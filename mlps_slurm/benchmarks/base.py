@@ -102,20 +102,6 @@ class Request:
         return {"benchmark": self.benchmark,
                 **{f.name: _plain(getattr(self, f.name)) for f in dataclasses.fields(self)}}
 
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "Request":
-        """The request a manifest recorded; unknown keys are refused (the manifest is from another release)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known - {"benchmark"})
-        if unknown:
-            raise RequestError(f"unknown {cls.benchmark} request key(s) {', '.join(unknown)}; valid: "
-                               f"{', '.join(sorted(known))}")
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known}
-        try:
-            return cls(**values)
-        except TypeError as exc:
-            raise RequestError(f"{cls.benchmark} request: {exc}") from exc
-
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
