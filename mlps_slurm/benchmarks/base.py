@@ -163,6 +163,17 @@ class Benchmark:
         """The request of one workload of `submit all`: `settings` holds nodes, scale and the suite's options."""
         return self.part("plan").suite_request(model, profile, settings)  # type: ignore[no-any-return]
 
+    def profile_fields(self) -> dict[str, Any]:
+        """The site-profile keys this benchmark owns (profile.py's FIELDS: "<name>.*" -> schema Field), e.g. where
+        the vectordb benchmark's Milvus comes from. Merged into the one schema, defaults and all."""
+        if not self.has_part("profile"):
+            return {}
+        fields = dict(self.part("profile").FIELDS)
+        foreign = [k for k in fields if not k.startswith(f"{self.name}.")]
+        if foreign:
+            raise ValueError(f"{self.package}.profile: keys outside its section {self.name}.*: {', '.join(foreign)}")
+        return fields
+
     def commands(self, group: str) -> list[Any]:
         """The click commands this benchmark adds to a group of the CLI, e.g. `datasize training`."""
         return list(self.part("cli").COMMANDS.get(group, ())) if self.has_part("cli") else []

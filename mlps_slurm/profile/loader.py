@@ -20,7 +20,8 @@ import yaml
 from mlps_slurm.profile.schema import MAPPING_KEYS, SCHEMA, SECTIONS, check_value, cross_field_problems, defaults
 from mlps_slurm.resources import site_profiles_dir
 
-PATH_KEYS = ("storage.results_dir", "storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir")
+# Paths (~ and $VARS expanded at load): the schema marks them, benchmarks' own sections included.
+PATH_KEYS = tuple(k for k, f in SCHEMA.items() if f.path)
 
 
 class ProfileError(Exception):
@@ -234,6 +235,8 @@ def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] 
             source, line = origin, ""
         raise ProfileError(problem, source=source, key=key, line=int(line) if line else None, fix=fix)
     for key in PATH_KEYS:
+        if values[key] is None:
+            continue
         expanded = _expand_path(values[key])
         if "$" in expanded:
             raise ProfileError(f"{values[key]!r} uses an environment variable that is not set",

@@ -16,7 +16,7 @@ _SLURM_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+
 # Values that become #SBATCH directive arguments: sbatch parses those itself, not bash, so they cannot be
 # shell-quoted; instead they are restricted to characters that cannot end or confuse the directive.
 SBATCH_TOKEN = re.compile(r"^[A-Za-z0-9_.,:@%+=/\-\[\]&|!*]+$")
-_ABS_OR_HOME = re.compile(r"^(/|~|\$)")
+ABS_OR_HOME = re.compile(r"^(/|~|\$)")
 
 
 def slurm_minutes(text: str) -> float:
@@ -52,6 +52,7 @@ class Field:
     pattern: re.Pattern[str] | None = None
     pattern_help: str = ""
     required: bool = False
+    path: bool = False  # a filesystem path: ~ and $VARS are expanded when the profile is loaded
 
 
 class Registered(Sequence[str]):
@@ -131,6 +132,16 @@ def engine_fields() -> dict[str, Field]:
                                                        choices=bench.engines)
         fields[f"engines.{bench.name}.path"] = Field("str", None, f"Where the {bench.name} engine is installed (a "
                                                      "venv or checkout), when not in the jobs' Python.", nullable=True)
+    return fields
+
+
+def benchmark_fields() -> dict[str, Field]:
+    """The profile sections benchmarks own (`<benchmark>.*`, declared in their package's profile.py)."""
+    from mlps_slurm import benchmarks
+
+    fields: dict[str, Field] = {}
+    for bench in benchmarks.all_benchmarks():
+        fields.update(bench.profile_fields())
     return fields
 
 
@@ -226,13 +237,13 @@ SCHEMA: dict[str, Field] = {
     "container.apptainer": Field("str", "apptainer", "The apptainer (or singularity) executable."),
     # --- storage locations (~ and $VARS are expanded when the profile is loaded)
     "storage.results_dir": Field("str", "~/mlps-slurm/runs", "Where run directories are created (shared by all "
-                                 "nodes).", pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+                                 "nodes).", pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
     "storage.checkpoint_dir": Field("str", "~/mlps-slurm/checkpoints", "Where the checkpointing benchmark writes.",
-                                    pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+                                    pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
     "storage.data_dir": Field("str", "~/mlps-slurm/data", "Where training datasets are generated.",
-                              pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+                              pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
     "storage.kvcache_dir": Field("str", "~/mlps-slurm/kvcache", "Where the kv-cache benchmark puts its cache tier.",
-                                 pattern=_ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)"),
+                                 pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
     "storage.filesystem_type": Field("str", None, "Expected filesystem type of the benchmark directories (as "
                                      "/proc/mounts names it: lustre, gpfs, nfs4, xfs ...); null to accept any.",
                                      nullable=True, pattern=_NAME, pattern_help=_NAME_HELP),
@@ -240,6 +251,8 @@ SCHEMA: dict[str, Field] = {
                             "every node (false: node-local storage)."),
     # --- engines: which implementation runs each benchmark, and where it is installed
     **engine_fields(),
+    # --- what each benchmark's own section configures (e.g. vectordb.milvus.*)
+    **benchmark_fields(),
     # --- `mlps-slurm submit all`: which benchmarks and workloads one submission chains
     "suite.benchmarks": Field("list[str]", list(_default_suite()), "Benchmarks `mlps-slurm submit all` "
                               "chains after one preflight, one after another in this order, then one finalize.",
