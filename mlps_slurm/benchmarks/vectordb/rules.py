@@ -37,6 +37,7 @@ class VdbPlan:
     runtime_s: float | None = None  # timed mode
     queries: int | None = None  # query-count mode
     runs: int = REQUIRED_RUNS
+    scale: float = 1.0  # --scale: the fraction of the planned vectors loaded
 
 
 @dataclass(frozen=True)
@@ -142,7 +143,17 @@ def check_run_count(subject: Subject) -> Finding:
     return closed("vdb.run_count", f"{REQUIRED_RUNS} runs planned", REQUIRED_RUNS, REQUIRED_RUNS)
 
 
-PLAN_RULES: tuple[Rule, ...] = (check_index_type, check_backend, check_params, check_runtime, check_run_count)
+@rule("vdb.scaled", "the collection has its full size: a scaled run (--scale < 1) is INVALID for submission")
+def check_scaled(subject: Subject) -> Finding:
+    scale = _plan(subject).scale
+    if scale == 1:
+        return closed("vdb.scaled", "full-size collection", 1.0, scale)
+    return invalid("vdb.scaled", f"scaled run (--scale {scale:g}): {scale:g} x the vectors; fine for testing, INVALID "
+                                 "for submission", 1.0, scale)
+
+
+PLAN_RULES: tuple[Rule, ...] = (check_index_type, check_backend, check_params, check_runtime, check_run_count,
+                                check_scaled)
 
 
 @rule("vdb.datagen", "the collection was loaded and indexed by a datagen step that left a summary")
@@ -160,7 +171,8 @@ def plan_from_request(request: Mapping[str, Any]) -> VdbPlan:
     queries = request.get("queries")
     return VdbPlan(index_type=str(request["index_type"]).upper(), backend=str(request.get("backend", "milvus")),
                    params=dict(request.get("params") or {}), runtime_s=None if runtime is None else float(runtime),
-                   queries=None if queries is None else int(queries), runs=int(request.get("runs", REQUIRED_RUNS)))
+                   queries=None if queries is None else int(queries), runs=int(request.get("runs", REQUIRED_RUNS)),
+                   scale=float(request.get("scale", 1.0)))
 
 
 def plan_findings(plan: VdbPlan) -> list[Finding]:
