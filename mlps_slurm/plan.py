@@ -13,7 +13,7 @@ from typing import Any
 from mlps_slurm import __version__
 from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.profile import SiteProfile
-from mlps_slurm.profile.schema import SBATCH_TOKEN
+from mlps_slurm.profile.schema import SBATCH_TOKEN, SCHEMA, storage_keys
 
 __all__ = ["JobSpec", "Plan", "PlanError", "ShellRef"]
 
@@ -199,8 +199,7 @@ def plan_preflight(profile: SiteProfile, *, nodes: int | None, run_id: str, run_
     base = base_context(profile, python, run_id, run_dir)
     job = replace(preflight_job(profile, run_dir, python, nodes, base),
                   sbatch_args=tuple(profile.get("slurm.extra_sbatch_args")))
-    storage = [(key.split(".")[1], profile.get(key), 0)
-               for key in ("storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir")]
+    storage = [(SCHEMA[key].storage, profile.get(key), 0) for key in storage_keys()]
     return Plan(run_id=run_id, benchmark="preflight", request={"benchmark": "preflight", "nodes": nodes},
                 jobs=(job,), notes=(),
                 preflight=preflight_requirements(profile, run_dir, python, storage=storage,

@@ -68,8 +68,9 @@ get = REGISTRY.get
 def mounts(profile: Settings, run_dir: str) -> list[str]:
     """The profile's mounts plus every directory the run reads or writes, mounted at the same path."""
     found = list(profile.get("container.mounts"))
-    for path in (str(Path(run_dir).parent), profile.get("storage.checkpoint_dir"), profile.get("storage.data_dir"),
-                 profile.get("storage.kvcache_dir")):
+    from mlps_slurm.profile.schema import storage_keys
+
+    for path in (str(Path(run_dir).parent), *(profile.get(k) for k in storage_keys())):
         if not any(m.split(":")[0] == path for m in found):
             found.append(f"{path}:{path}")
     return found

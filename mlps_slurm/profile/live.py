@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from mlps_slurm.profile.loader import SiteProfile
-from mlps_slurm.profile.schema import JOB_KINDS, slurm_minutes
+from mlps_slurm.profile.schema import JOB_KINDS, slurm_minutes, storage_keys
 
 # The largest array the chain submits today is the 6-task training run array; leave room for kv-cache trials.
 MIN_ARRAY_SIZE = 16
@@ -71,7 +71,7 @@ def live_checks(profile: SiteProfile, backend: object) -> list[LiveCheck]:
         known = backend.associations(kind)  # type: ignore[attr-defined]
         checks.append(LiveCheck(key, value in known, f"{kind} {value!r} " + (
             "exists" if value in known else f"does not exist; known: {', '.join(sorted(known)) or '(none)'}")))
-    for key in ("storage.results_dir", "storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir"):
+    for key in ("storage.results_dir", *storage_keys()):
         checks.append(_path_check(key, profile.get(key)))
     return checks
 

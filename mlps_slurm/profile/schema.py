@@ -53,6 +53,9 @@ class Field:
     pattern_help: str = ""
     required: bool = False
     path: bool = False  # a filesystem path: ~ and $VARS are expanded when the profile is loaded
+    # A directory the benchmarks read or write (the storage under test): its id in the preflight's report. Such
+    # directories are mounted into containers, checked by `validate --live` and by the admins' preflight.
+    storage: str = ""
 
 
 class Registered(Sequence[str]):
@@ -78,19 +81,25 @@ class Registered(Sequence[str]):
         return f"Registered({self._names()!r})"
 
 
+# The schema is the lower layer: launchers and container runtimes read profile values (and the storage keys below),
+# and the schema finds their registries by module name when a value is checked (as the benchmark registry finds
+# benchmark packages), so neither imports the other at load time.
+def _plugins(module: str) -> Any:
+    import importlib
+
+    return importlib.import_module(module)
+
+
 def _launcher_kinds() -> tuple[str, ...]:
-    from mlps_slurm import launchers
-    return launchers.names()
+    return _plugins("mlps_slurm.launchers").names()  # type: ignore[no-any-return]
 
 
 def _mpi_plugins() -> tuple[str, ...]:
-    from mlps_slurm import launchers
-    return launchers.mpi_plugins()
+    return _plugins("mlps_slurm.launchers").mpi_plugins()  # type: ignore[no-any-return]
 
 
 def _container_runtimes() -> tuple[str, ...]:
-    from mlps_slurm import containers
-    return containers.names()
+    return _plugins("mlps_slurm.containers").names()  # type: ignore[no-any-return]
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -165,6 +174,11 @@ def suite_fields() -> dict[str, Field]:
     return fields
 
 
+def _path_field(default: str, doc: str, storage: str = "") -> Field:
+    return Field("str", default, doc, pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)",
+                 path=True, storage=storage)
+
+
 def _sbatch_name(doc: str, what: str) -> Field:
     return Field("str", None, doc, nullable=True, pattern=SBATCH_TOKEN, pattern_help=what)
 
@@ -236,14 +250,13 @@ SCHEMA: dict[str, Field] = {
     "container.extra_args": Field("list[str]", [], "Extra arguments for `apptainer exec` or srun's pyxis options."),
     "container.apptainer": Field("str", "apptainer", "The apptainer (or singularity) executable."),
     # --- storage locations (~ and $VARS are expanded when the profile is loaded)
-    "storage.results_dir": Field("str", "~/mlps-slurm/runs", "Where run directories are created (shared by all "
-                                 "nodes).", pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
-    "storage.checkpoint_dir": Field("str", "~/mlps-slurm/checkpoints", "Where the checkpointing benchmark writes.",
-                                    pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
-    "storage.data_dir": Field("str", "~/mlps-slurm/data", "Where training datasets are generated.",
-                              pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
-    "storage.kvcache_dir": Field("str", "~/mlps-slurm/kvcache", "Where the kv-cache benchmark puts its cache tier.",
-                                 pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)", path=True),
+    "storage.results_dir": _path_field("~/mlps-slurm/runs", "Where run directories are created (shared by all "
+                                       "nodes)."),
+    "storage.checkpoint_dir": _path_field("~/mlps-slurm/checkpoints", "Where the checkpointing benchmark writes.",
+                                          storage="checkpoint_dir"),
+    "storage.data_dir": _path_field("~/mlps-slurm/data", "Where training datasets are generated.", storage="data_dir"),
+    "storage.kvcache_dir": _path_field("~/mlps-slurm/kvcache", "Where the kv-cache benchmark puts its cache tier.",
+                                       storage="kvcache_dir"),
     "storage.filesystem_type": Field("str", None, "Expected filesystem type of the benchmark directories (as "
                                      "/proc/mounts names it: lustre, gpfs, nfs4, xfs ...); null to accept any.",
                                      nullable=True, pattern=_NAME, pattern_help=_NAME_HELP),
@@ -270,6 +283,11 @@ SCHEMA: dict[str, Field] = {
                                pattern=_NAME, pattern_help=_NAME_HELP),
     "submission.division": Field("str", "closed", "Division aimed for.", choices=("closed", "open")),
 }
+
+def storage_keys() -> tuple[str, ...]:
+    """Profile keys of the directories the benchmarks read or write (storage.*_dir and benchmarks' own)."""
+    return tuple(k for k, f in SCHEMA.items() if f.storage)
+
 
 # Keys whose value is a mapping (not a further level of the schema).
 MAPPING_KEYS = frozenset(k for k, f in SCHEMA.items() if f.kind.startswith("dict"))
@@ -350,10 +368,9 @@ def _type_name(value: Any) -> str:
 def cross_field_problems(values: dict[str, Any]) -> list[tuple[str, str, str, tuple[str, ...]]]:
     """Problems that involve several keys: (key, problem, fix, the keys involved). The launcher and the container
     runtime own their checks (e.g. pyxis needs an srun launcher, an image is needed unless the runtime is none)."""
-    from mlps_slurm import containers, launchers
-
-    launcher = launchers.get(values["launcher.kind"])
-    return [*launcher.problems(values), *containers.get(values["container.runtime"]).problems(values, launcher)]
+    launcher = _plugins("mlps_slurm.launchers").get(values["launcher.kind"])
+    runtime = _plugins("mlps_slurm.containers").get(values["container.runtime"])
+    return [*launcher.problems(values), *runtime.problems(values, launcher)]
 
 
 def commented_template(name: str) -> str:

@@ -18,12 +18,14 @@ def settings(**values: object) -> dict[str, object]:
     """Profile values as the backends read them (a dict has the same `get` as a SiteProfile)."""
     base = defaults()
     base.update({"storage.checkpoint_dir": "/scratch/ckpt", "storage.data_dir": "/scratch/data",
-                 "storage.kvcache_dir": "/scratch/kv", "container.image": "img.sif"})
+                 "storage.kvcache_dir": "/scratch/kv", "vectordb.milvus.data_dir": "/scratch/vdb",
+                 "container.image": "img.sif"})
     base.update({k.replace("__", "."): v for k, v in values.items()})
     return base
 
 
-MOUNTS = "/scratch/runs:/scratch/runs,/scratch/ckpt:/scratch/ckpt,/scratch/data:/scratch/data,/scratch/kv:/scratch/kv"
+MOUNTS = ("/scratch/runs:/scratch/runs,/scratch/ckpt:/scratch/ckpt,/scratch/data:/scratch/data,/scratch/kv:/scratch/kv,"
+          "/scratch/vdb:/scratch/vdb")
 
 
 def test_builtin_names_in_registration_order():
@@ -61,7 +63,7 @@ def test_mounts_add_every_run_directory_once():
     values = settings(container__mounts=["/etc/slurm:/etc/slurm:ro", "/scratch/ckpt:/ckpt"])
     assert containers.mounts(values, RUN_DIR) == [
         "/etc/slurm:/etc/slurm:ro", "/scratch/ckpt:/ckpt", "/scratch/runs:/scratch/runs",
-        "/scratch/data:/scratch/data", "/scratch/kv:/scratch/kv"]
+        "/scratch/data:/scratch/data", "/scratch/kv:/scratch/kv", "/scratch/vdb:/scratch/vdb"]
 
 
 @pytest.mark.parametrize("kind, runtime, expected", [

@@ -11,6 +11,8 @@ from mlps_slurm.benchmarks.kvcache.plan import plan as plan_kvcache
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
 from mlps_slurm.benchmarks.training.request import TrainingRequest
 from mlps_slurm.benchmarks.training.plan import plan as plan_training
+from mlps_slurm.benchmarks.vectordb.plan import plan as plan_vectordb
+from mlps_slurm.benchmarks.vectordb.request import VectorDbRequest
 from mlps_slurm.profile import load_profile
 from mlps_slurm.render import render_plan
 from mlps_slurm.resources import templates_dir
@@ -34,7 +36,9 @@ def test_every_template_with_every_example_profile(name):
     for benchmark, plan_it, request, golden in (
             ("checkpointing", plan_checkpointing, CheckpointingRequest(model="llama3-8b"), f"profiles/{name}"),
             ("training", plan_training, TrainingRequest("unet3d", "b200", scale=0.01), f"training/profiles/{name}"),
-            ("kvcache", plan_kvcache, KvCacheRequest(ranks_per_node=2), f"kvcache/profiles/{name}")):
+            ("kvcache", plan_kvcache, KvCacheRequest(ranks_per_node=2), f"kvcache/profiles/{name}"),
+            ("vectordb", plan_vectordb, VectorDbRequest(scale=0.01, query_processes=2),
+             f"vectordb/profiles/{name}")):
         run_id = f"{benchmark}-20261128-120000-abcdef"
         run_dir = f"{profile.get('storage.results_dir')}/{run_id}"
         plan = plan_it(request, profile, run_id=run_id, run_dir=run_dir, python=python)

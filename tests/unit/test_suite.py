@@ -42,9 +42,24 @@ def make_plan(tmp_path: Path, *overrides: str, **request):
 def test_schema_suite_keys_come_from_the_registry():
     assert tuple(SCHEMA["suite.training.models"].choices) == MODELS
     assert tuple(SCHEMA["suite.checkpointing.models"].choices) == tuple(LLAMA3_MODELS)
-    assert tuple(SCHEMA["suite.benchmarks"].choices) == ("training", "checkpointing", "kvcache")  # runnable
-    assert SCHEMA["suite.benchmarks"].default == ["training", "checkpointing"]  # kvcache is opt-in
-    assert "suite.training.params" in SCHEMA and "suite.vectordb.models" not in SCHEMA
+    assert tuple(SCHEMA["suite.benchmarks"].choices) == ("training", "checkpointing", "kvcache", "vectordb")
+    assert SCHEMA["suite.benchmarks"].default == ["training", "checkpointing"]  # kvcache and vectordb are opt-in
+    assert "suite.training.params" in SCHEMA
+    assert SCHEMA["suite.vectordb.models"].default == ["HNSW"]
+    assert tuple(SCHEMA["suite.vectordb.models"].choices) == ("DISKANN", "HNSW", "AISAQ", "IVF_FLAT", "IVF_SQ8",
+                                                             "FLAT")
+
+
+def test_the_suite_chains_vectordb_when_the_profile_enables_it(tmp_path):
+    plan, _ = make_plan(tmp_path, "suite.benchmarks=[checkpointing,vectordb]", "suite.vectordb.models=[HNSW,FLAT]",
+                        f"vectordb.milvus.data_dir={tmp_path}/vdb")
+    keys = [j.key for j in plan.jobs]
+    assert keys == ["preflight", "checkpointing-llama3-8b.checkpointing", "vectordb-HNSW.load", "vectordb-HNSW.run",
+                    "vectordb-FLAT.load", "vectordb-FLAT.run", "finalize"]
+    members = dict(plan.members)
+    hnsw = members["runs/vectordb-HNSW-20261204-120000-abcdef"]
+    assert hnsw.request.index == "HNSW" and hnsw.request.scale == 0.01 and hnsw.request.nodes == 2
+    assert hnsw.settings["num_vectors_loaded"] == 10000  # 1,000,000 x --scale 0.01
 
 
 def test_one_preflight_workloads_one_after_another_one_finalize(tmp_path):
@@ -97,7 +112,10 @@ def test_preflight_needs_are_the_union_and_space_adds_up(tmp_path):
 
 
 @pytest.mark.parametrize("overrides, request_, message", [
-    ((), {"benchmarks": ("vectordb",)}, "--benchmarks vectordb: `submit all` chains training, checkpointing, kvcache"),
+    ((), {"benchmarks": ("nosuch",)},
+     "--benchmarks nosuch: `submit all` chains training, checkpointing, kvcache, vectordb"),
+    (("suite.benchmarks=[vectordb]", "suite.vectordb.models=[DISKANN]"), {}, "the embedded Milvus server (2.3.5) "
+                                                                              "cannot build it"),
     (("suite.benchmarks=[]",), {}, "suite.benchmarks is empty"),
     (("suite.checkpointing.models=[]",), {}, "suite.checkpointing.models is empty while suite.benchmarks lists"),
     (("suite.accelerator=mi355", "suite.training.models=[unet3d]"), {},

@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         out, error_file, extra = Path(args.output_dir), "engine_error.json", {}
     else:
         out = runs.leaf(args.output_root, args.task)
-        rank, size = runs.rank_and_size()
+        rank, size = runs.rank_and_size(size_of_run(record))
         error_file = f"engine_error_rank_{rank}.json" if args.step == "query" else "engine_error.json"
         extra = {"rank": rank} if args.step == "query" else {}
     try:
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.step == "query":
             runs.query(client, settings, record, out, rank, size, out.parent.parent / "datagen" / "queries.npy")
         else:
-            s = runs.collect(client, settings, record, out, out.parent.parent / "datagen", size_of_run(record))
+            s = runs.collect(client, settings, record, out, out.parent.parent / "datagen", size)
             print(f"run {args.task}: {s['throughput_qps']:.1f} queries/s from {s['query_processes']} process(es), "
                   f"p95 {s['latency_ms']['p95']:.2f} ms, recall@{s['recall_k']} {s['recall']:.4f}", flush=True)
     except (connect.MilvusUnavailable, load.LoadError, OSError, ValueError, KeyError) as exc:

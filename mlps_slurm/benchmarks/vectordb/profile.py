@@ -20,7 +20,7 @@ FIELDS: dict[str, Field] = {
                                   choices=("embedded", "external")),
     "vectordb.milvus.data_dir": Field("str", "~/mlps-slurm/vectordb", "embedded: where each run's Milvus data "
                                       "directory is created (the storage under test; removed when the run ends).",
-                                      pattern=ABS_OR_HOME, pattern_help=_PATH, path=True),
+                                      pattern=ABS_OR_HOME, pattern_help=_PATH, path=True, storage="vectordb_dir"),
     "vectordb.milvus.port_base": Field("int", 19530, "embedded: the first port tried for the server's 11 ports "
                                        "(a free block is searched upward from here on the server's node).",
                                        minimum=1024),

@@ -69,6 +69,8 @@ def _barrier(run_leaf: Path, rank: int, size: int) -> None:
 def query(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any], run_leaf: Path, rank: int,
           size: int, queries_file: Path) -> dict[str, Any]:
     """This rank's timed window: searches only; the vectors are converted before the window opens."""
+    if rank >= size:
+        raise LoadError(f"rank {rank} from the launcher, but the plan placed {size} query processes")
     vectors = np.load(queries_file).tolist()
     name, params, k = settings["collection"], search_params(settings), int(request["top_k"])
     batch = int(request["query_batch_size"])
@@ -180,5 +182,10 @@ def _iso(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).isoformat()
 
 
-def rank_and_size() -> tuple[int, int]:
-    return int(os.environ.get("SLURM_PROCID", "0")), int(os.environ.get("SLURM_NTASKS", "1"))
+# The MPI launcher's own rank first: under mpirun every process inherits the batch step's SLURM_PROCID.
+RANK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID")
+
+
+def rank_and_size(planned: int) -> tuple[int, int]:
+    """(this query process's rank, the number of query processes the plan placed)."""
+    return next((int(os.environ[v]) for v in RANK_VARIABLES if os.environ.get(v, "").isdigit()), 0), planned

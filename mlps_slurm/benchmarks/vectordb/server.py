@@ -38,7 +38,9 @@ PORT_KEYS = ("etcd_port", "root_coord_port", "proxy_port", "proxy_internal_port"
              "query_node_port", "index_coord_port", "index_node_port", "data_coord_port", "data_node_port")
 PORT_BLOCK = 16  # ports of one block: the 10 above, the metrics/health port, room to spare
 STOP_GRACE_S = 3.0
+STOP_SIGNAL = signal.SIGTERM  # SIGINT was tried: the same panic on stop, the same session wait
 DEFAULT_PASSWORD = "Milvus"  # Milvus's initial root password, replaced right after start
+PASSWORD_FILE = ".mlps-root-password"  # in the data directory: the password the next job's server starts with
 
 
 class ServeError(RuntimeError):
@@ -129,6 +131,35 @@ def render_config(template: str, values: dict[str, Any]) -> str:
     return _VAR.sub(value, template)
 
 
+# Settings the template holds as literals, by their dotted path. The session TTL: a stopped server's session stays
+# in etcd until its lease expires, and the next job's server on the same data directory waits for that (30 s by
+# default, measured 36 s per start); 10 s keeps a margin for a busy node's keep-alives.
+OVERRIDES = {"common.session.ttl": "10"}
+
+
+def set_literals(text: str, values: dict[str, str]) -> str:
+    """Replace `key: value` lines of a YAML text by dotted path (block mappings indented by two spaces, as the
+    template is); a path that is not found is an error, so a changed template cannot silently ignore one."""
+    path: list[str] = []
+    found = set()
+    out = []
+    for line in text.splitlines():
+        m = re.match(r"^( *)([A-Za-z0-9_]+):(.*)$", line)
+        if m and not line.lstrip().startswith("#"):
+            depth = len(m.group(1)) // 2
+            path = path[:depth] + [m.group(2)]
+            key = ".".join(path)
+            if key in values:
+                comment = m.group(3).split("#", 1)
+                line = f"{m.group(1)}{m.group(2)}: {values[key]}" + (f" #{comment[1]}" if len(comment) > 1 else "")
+                found.add(key)
+        out.append(line)
+    missing = set(values) - found
+    if missing:
+        raise ServeError(f"the Milvus config template has no {', '.join(sorted(missing))}")
+    return "\n".join(out) + "\n"
+
+
 def write_config(data_dir: Path, ports: dict[str, int]) -> None:
     logs, storage = data_dir / "logs", data_dir / "data"
     for d in (data_dir / "configs", logs, storage, data_dir / "run"):
@@ -138,7 +169,8 @@ def write_config(data_dir: Path, ports: dict[str, int]) -> None:
     values.update(etcd_log_path=str(logs / "etcd.log"), etcd_data_dir=str(storage / "etcd.data"),
                   local_storage_dir=str(storage), rocksmq_data_dir=str(storage / "rocksmq"),
                   system_log_path=str(logs), authorization_enabled=True)
-    (data_dir / "configs" / "milvus.yaml").write_text(render_config(template, values), encoding="utf-8")
+    text = set_literals(render_config(template, values), OVERRIDES)
+    (data_dir / "configs" / "milvus.yaml").write_text(text, encoding="utf-8")
     shutil.copy(package_dir() / "data" / "glog.conf", data_dir / "configs" / "glog.conf")
 
 
@@ -179,11 +211,12 @@ def _write_state(state_dir: Path, **state: Any) -> None:
     os.replace(tmp, state_dir / "state.json")
 
 
-def _write_token(state_dir: Path, token: str) -> None:
-    path = state_dir / "token"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+def _write_secret(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token)
+        f.write(text)
+    os.replace(tmp, path)
 
 
 def _healthy(port: int) -> bool:
@@ -240,25 +273,33 @@ class Supervisor:
         return self._set_password()
 
     def _set_password(self) -> str:
+        """A new random root password for this job. The previous one (Milvus's default on a new data directory,
+        else the last job's) is kept in the data directory, 0600, on the storage under test, never in the run
+        directory; the data directory goes when the run ends."""
         from pymilvus import MilvusClient
 
+        kept = self.data_dir / PASSWORD_FILE
+        old = kept.read_text(encoding="utf-8").strip() if kept.is_file() else DEFAULT_PASSWORD
         password = secrets.token_urlsafe(24)
         uri = f"http://127.0.0.1:{self.ports['proxy_port']}"
         deadline = time.monotonic() + 60
         while True:  # healthz can answer a moment before the proxy takes credentials
             try:
-                client = MilvusClient(uri=uri, token=f"root:{DEFAULT_PASSWORD}", timeout=10)
-                client.update_password("root", DEFAULT_PASSWORD, password)
+                client = MilvusClient(uri=uri, token=f"root:{old}", timeout=10)
+                client.update_password("root", old, password)
                 client.close()
-                return f"root:{password}"
+                break
             except Exception as exc:  # pymilvus raises its own and grpc's errors
-                if time.monotonic() > deadline:
-                    raise ServeError(f"could not set the server's password: {type(exc).__name__}") from None
+                if "auth" in str(exc).lower() or time.monotonic() > deadline:
+                    raise ServeError(f"could not set the server's password ({type(exc).__name__}"
+                                     f"{': authentication refused' if 'auth' in str(exc).lower() else ''})") from None
                 time.sleep(0.5)
+        _write_secret(kept, password)
+        return f"root:{password}"
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
+            for sig, wait in ((STOP_SIGNAL, STOP_GRACE_S), (signal.SIGKILL, 10.0)):
                 try:
                     os.killpg(self.proc.pid, sig)
                 except ProcessLookupError:
@@ -293,7 +334,7 @@ def serve(data_dir: str, run_id: str, state_root: str, port_base: int, start_tim
     reason = None
     try:
         token = sup.start()
-        _write_token(state_dir, token)
+        _write_secret(state_dir / "token", token)
         _write_state(state_dir, state="ready", port=sup.ports["proxy_port"], pid=sup.proc.pid if sup.proc else None,
                      ports=sup.ports, **base)
         print(f"milvus server {server_version()} ready on {base['host']}:{sup.ports['proxy_port']} "
