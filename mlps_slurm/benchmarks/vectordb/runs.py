@@ -96,7 +96,8 @@ def query(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any], 
         sent += n
     elapsed = time.perf_counter() - start
     np.save(run_leaf / f"rank_{rank}.npy", np.asarray(latencies, dtype=np.float64))
-    record = {"rank": rank, "host": socket.gethostname(), "start": start_wall, "end": start_wall + elapsed,
+    record = {"rank": rank, "host": socket.gethostname(), "node": os.environ.get("SLURMD_NODENAME"),
+              "start": start_wall, "end": start_wall + elapsed,
               "queries": sent, "calls": len(latencies), "batch": batch}
     write_json(run_leaf / f"rank_{rank}.json", record)
     return record
@@ -154,7 +155,7 @@ def collect(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any]
         "start": _iso(figures.pop("start_epoch")), "end": _iso(figures.pop("end_epoch")), **figures,
         "mode": "queries" if request.get("queries") else "timed", "duration_s": request.get("duration"),
         "query_processes": size, "load_s": prepared.get("load_s"),
-        "per_rank": [{"rank": r["rank"], "host": r["host"], "queries": r["queries"],
+        "per_rank": [{"rank": r["rank"], "host": r["host"], "node": r.get("node"), "queries": r["queries"],
                       "qps": r["queries"] / (r["end"] - r["start"]) if r["end"] > r["start"] else None}
                      for r in ranks],
     }

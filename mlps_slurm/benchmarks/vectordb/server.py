@@ -30,6 +30,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,8 @@ class Supervisor:
     def start(self) -> str:
         claim_data_dir(self.data_dir, self.run_id)
         bin_dir = extract_binaries(self.data_dir.parent)
-        self.ports = choose_ports(self.port_base, int(os.environ.get("SLURM_JOB_ID", "0")) % 64)
+        job = os.environ.get("SLURM_JOB_ID", "")
+        self.ports = choose_ports(self.port_base, int(job) % 64 if job.isdigit() else zlib.crc32(job.encode()) % 64)
         write_config(self.data_dir, self.ports)
         env = dict(os.environ, DEPLOY_MODE="STANDALONE", METRICS_PORT=str(self.ports["metrics_port"]),
                    MILVUS_RUN_DIR=str(self.data_dir / "run"),
@@ -345,7 +347,7 @@ def serve(data_dir: str, run_id: str, state_root: str, port_base: int, start_tim
                                  f"{_log_tail(Path(data_dir) / 'logs' / 'milvus.log')}")
             time.sleep(0.2)
         _write_state(state_dir, state="stopping", **base)
-    except (ServeError, OSError) as exc:
+    except (ServeError, OSError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"mlps-slurm vectordb serve: {exc}", file=sys.stderr, flush=True)
         _write_state(state_dir, state="failed", reason=reason, **base)
