@@ -278,9 +278,6 @@ def test_a_counted_run_splits_queries_over_ranks_then_collect_pools_and_measures
         runs.collect(client, settings, request, leaf, datagen, 2)
 
 
-@pytest.mark.xfail(strict=True, raises=FileNotFoundError,
-                   reason="runs.py:42 globs rank_* and *.json, so rank_N.json is listed twice and its second "
-                          "unlink raises: a repeated or requeued run task fails in prepare")
 def test_prepare_cleans_a_leaf_left_by_an_earlier_attempt(tmp_path):
     leaf = tmp_path / "00"
     leaf.mkdir()
@@ -290,9 +287,6 @@ def test_prepare_cleans_a_leaf_left_by_an_earlier_attempt(tmp_path):
     assert sorted(p.name for p in leaf.iterdir()) == ["prepare.json"]
 
 
-@pytest.mark.xfail(strict=True, reason="runs.prepare (runs.py:42) clears rank_* and *.json but not the barrier "
-                                       "directory ready/: a repeated task's ranks pass the barrier at once on the "
-                                       "stale files instead of starting their windows together")
 def test_prepare_clears_a_stale_barrier(tmp_path):
     leaf = tmp_path / "00"
     (leaf / "ready").mkdir(parents=True)

@@ -77,6 +77,9 @@ def _external(args: argparse.Namespace) -> Endpoint:
         except (OSError, UnicodeDecodeError) as exc:
             raise MilvusUnavailable(f"vectordb.milvus.token_file {args.token_file}: cannot read it "
                                     f"({getattr(exc, 'strerror', None) or exc})") from None
+        if not token:
+            raise MilvusUnavailable(f"vectordb.milvus.token_file {args.token_file} is empty; write the token "
+                                    "(USER:PASSWORD or an API key) into it")
     elif args.token_env:
         token = os.environ.get(args.token_env)
         if not token:

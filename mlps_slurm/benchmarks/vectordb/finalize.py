@@ -103,7 +103,7 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
     index, planned = record.get("index_type"), record.get("runs")
     rows: list[dict[str, Any]] = []
     datagen: dict[str, Any] | None = None
-    if index not in INDEX_TYPES or isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
+    if not isinstance(index, str) or index not in INDEX_TYPES or isinstance(planned, bool) or not isinstance(planned, int) or planned < 1:
         reasons.append(f"{run.manifest_path}: index_type {index!r} / runs {planned!r} are not a known index type and "
                        "a whole number; the manifest is damaged")
     else:

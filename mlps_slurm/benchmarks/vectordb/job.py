@@ -45,11 +45,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _record(run_dir: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    from mlps_slurm.rundir import RunDirectory, run_record
+def _record(run_dir: str) -> dict[str, Any]:
+    """The run's request and settings; a damaged manifest is a ValueError naming it."""
+    from mlps_slurm.rundir import ManifestError, RunDirectory, run_record
 
-    manifest = RunDirectory(Path(run_dir)).read_manifest()
-    return run_record(manifest), manifest.get("settings", {})
+    try:
+        return run_record(RunDirectory(Path(run_dir)).read_manifest())
+    except ManifestError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _fail(out: Path, name: str, step: str, error: str, **extra: Any) -> int:
@@ -72,16 +75,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from mlps_slurm.benchmarks.vectordb import load, runs
 
-    record, _ = _record(args.run_dir)
-    settings = record
     if args.step == "load":
         out, error_file, extra = Path(args.output_dir), "engine_error.json", {}
     else:
         out = runs.leaf(args.output_root, args.task)
-        rank, size = runs.rank_and_size(size_of_run(record))
+        rank = runs.rank_and_size(0)[0]
         error_file = f"engine_error_rank_{rank}.json" if args.step == "query" else "engine_error.json"
         extra = {"rank": rank} if args.step == "query" else {}
     try:
+        record = settings = _record(args.run_dir)
+        size = size_of_run(record)
         out.mkdir(parents=True, exist_ok=True)
         ep = connect.endpoint(args)
         client = connect.client(ep)
@@ -111,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def size_of_run(record: dict[str, Any]) -> int:
-    return int(record["num_query_processes"])
+    size = record.get("num_query_processes")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"settings.num_query_processes {size!r} in the manifest is not a whole number >= 1")
+    return size
 
 
 if __name__ == "__main__":

@@ -92,7 +92,8 @@ def plan(request: VectorDbRequest, profile: SiteProfile, *, run_id: str, run_dir
     request = replace(request, nodes=nodes)
     mode = profile.get("vectordb.milvus.mode")
     ranks = nodes * request.query_processes
-    loaded = max(request.top_k, round(request.num_vectors * request.scale))
+    # --scale never shrinks the collection below one answer of top-k (nor grows it past --num-vectors).
+    loaded = max(min(request.top_k, request.num_vectors), round(request.num_vectors * request.scale))
 
     if request.duration is not None:
         need = request.duration + RUN_OVERHEAD_S + (profile.get("vectordb.milvus.start_timeout_s")

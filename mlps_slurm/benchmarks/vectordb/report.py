@@ -32,7 +32,7 @@ def table(results: dict[str, Any]) -> str:
             lines.append(f"{r.get('run', '?'):<5}{_f(r.get('throughput_qps'), '.1f', 10)}{_f(lat.get('mean'), '.2f', 9)}"
                          f"{_f(lat.get('p50'), '.2f', 8)}{_f(lat.get('p95'), '.2f', 8)}{_f(lat.get('p99'), '.2f', 8)}"
                          f"{_f(lat.get('p99_9'), '.2f', 8)}{_f(r.get('recall'), '.4f', 8)}"
-                         f"{_f(r.get('queries'), 'd', 10)}{_f(r.get('load_s'), '.1f', 8)}")
+                         f"{_f(r.get('queries'), '.0f', 10)}{_f(r.get('load_s'), '.1f', 8)}")
         agg = results.get("aggregate") or {}
         qps, rec = agg.get("throughput_qps") or {}, agg.get("recall") or {}
         lines.append(f"{'mean':<5}{_f(qps.get('mean'), '.1f', 10)}"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import socket
 import time
 from pathlib import Path
@@ -39,8 +40,10 @@ def search_params(settings: Mapping[str, Any]) -> dict[str, Any]:
 def prepare(client: Any, settings: Mapping[str, Any], run_leaf: Path, load_timeout: float) -> dict[str, Any]:
     """A requeued or repeated task starts from an empty leaf; the collection is loaded (from storage, for an
     embedded server that just started) before any query process starts its window."""
-    for stale in list(run_leaf.glob("rank_*")) + list(run_leaf.glob("*.json")):
-        stale.unlink()
+    for stale in set(run_leaf.glob("rank_*")) | set(run_leaf.glob("*.json")):
+        stale.unlink(missing_ok=True)
+    # A repeated task's barrier must not let its ranks through before all of them are ready again.
+    shutil.rmtree(run_leaf / "ready", ignore_errors=True)
     run_leaf.mkdir(parents=True, exist_ok=True)
     name = settings["collection"]
     started = time.perf_counter()

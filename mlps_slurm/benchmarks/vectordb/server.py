@@ -145,7 +145,7 @@ def set_literals(text: str, values: dict[str, str]) -> str:
     found = set()
     out = []
     for line in text.splitlines():
-        m = re.match(r"^( *)([A-Za-z0-9_]+):(.*)$", line)
+        m = re.match(r"^( *)([A-Za-z0-9_.\-]+):(.*)$", line)
         if m and not line.lstrip().startswith("#"):
             depth = len(m.group(1)) // 2
             path = path[:depth] + [m.group(2)]
