@@ -57,7 +57,14 @@ def chain(index: str, procs: int, duration: float, results: Path, data: Path) ->
     run_start = job_start(f"{manifest['jobs']['run']['job_id']}_0")
     load_start = job_start(manifest["jobs"]["load"]["job_id"])
     first_query = dt.datetime.fromtimestamp(min(r["start"] for r in ranks)).astimezone()
-    return {"index": index, "procs": procs, "qps": s["throughput_qps"], "recall": s["recall"],
+    t = s.get("timeline") or {}
+    steps = None
+    if run_start and {"started_at", "ready_at", "load_start", "load_end", "first_query"} <= set(t):
+        zero = run_start.timestamp()
+        steps = {"to server start": t["started_at"] - zero, "server start": t["ready_at"] - t["started_at"],
+                 "to index load": t["load_start"] - t["ready_at"], "index load": t["load_end"] - t["load_start"],
+                 "to first query": t["first_query"] - t["load_end"]}
+    return {"index": index, "procs": procs, "overhead_steps": steps, "qps": s["throughput_qps"], "recall": s["recall"],
             "p95": s["latency_ms"]["p95"], "p99": s["latency_ms"]["p99"], "mean": s["latency_ms"]["mean"],
             "insert_s": datagen["insert_s"], "flush_s": datagen["flush_s"], "build_s": datagen["index_build_s"],
             "load_s": s["load_s"],
@@ -93,6 +100,10 @@ def main() -> int:
               f"{r['p99']:>8.2f}{r['build_s']:>9.1f}{r['load_s']:>8.1f}"
               f"{r['run_overhead_s'] if r['run_overhead_s'] is not None else float('nan'):>18.1f}   "
               f"{REFERENCE.get((r['index'], r['procs']), '-')}")
+    for r in rows:
+        if r.get("overhead_steps"):
+            print(f"{r['index']} x {r['procs']}: job start -> first query: " +
+                  ", ".join(f"{k} {v:.1f} s" for k, v in r["overhead_steps"].items()))
     base = next((r["qps"] for r in rows if r["index"] == "HNSW" and r["procs"] == 1), None)
     if base:
         print("HNSW scaling vs 1 process: " + ", ".join(f"{r['procs']}: {r['qps'] / base:.2f}x"

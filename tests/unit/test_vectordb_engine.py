@@ -451,7 +451,7 @@ def test_the_embedded_endpoint_waits_for_its_jobs_server(tmp_path, monkeypatch):
         ep = connect.endpoint(args("--server-state-root", str(root), "--wait-timeout", "10"))
     finally:
         later.cancel()
-    assert ep == Endpoint("http://127.0.0.1:20001", "root:pw", None, "2.3.5")
+    assert ep == Endpoint("http://127.0.0.1:20001", "root:pw", None, "2.3.5", {})
     write_state(root / "4242", state="ready", host="n3", port=20001)
     assert connect.endpoint(args("--server-state-root", str(root))).uri == "http://n3:20001"
 

@@ -27,6 +27,7 @@ class Endpoint:
     token: str | None
     db_name: str | None = None
     version_hint: str | None = None
+    server_times: dict[str, float] | None = None  # embedded: when this job's server started and became ready
 
     def redact(self, text: str) -> str:
         return text.replace(self.token, "***") if self.token else text
@@ -66,7 +67,8 @@ def _embedded(root: str, timeout: float) -> Endpoint:
         token = (state_dir / "token").read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise MilvusUnavailable(f"{state_dir / 'token'}: {exc.strerror or exc}") from None
-    return Endpoint(f"http://{host}:{int(state['port'])}", token, None, state.get("version"))
+    return Endpoint(f"http://{host}:{int(state['port'])}", token, None, state.get("version"),
+                    {k: state[k] for k in ("started_at", "ready_at") if isinstance(state.get(k), (int, float))})
 
 
 def _external(args: argparse.Namespace) -> Endpoint:

@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {summary['num_vectors']} vectors in {summary['insert_s']:.1f} s, "
                   f"{summary['index_type']} index built in {summary['index_build_s']:.1f} s", flush=True)
         elif args.step == "prepare":
-            done = runs.prepare(client, settings, out, args.load_timeout)
+            done = runs.prepare(client, settings, out, args.load_timeout, ep.server_times)
             print(f"run {args.task}: collection loaded in {done['load_s']:.1f} s", flush=True)
         elif args.step == "query":
             runs.query(client, settings, record, out, rank, size, out.parent.parent / "datagen" / "queries.npy")

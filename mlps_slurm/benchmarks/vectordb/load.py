@@ -66,7 +66,8 @@ def build_index(client: Any, name: str, spec: Mapping[str, Any], timeout: float)
     while True:
         info = client.describe_index(name, VECTOR_FIELD)
         state = str(info.get("state", ""))
-        if state == "Finished" and not info.get("pending_index_rows"):
+        if state == "Finished" and not info.get("pending_index_rows") \
+                and int(info.get("indexed_rows") or 0) >= int(info.get("total_rows") or 0):
             break
         if state == "Failed":
             reason = info.get("index_state_fail_reason") or "no reason given"

@@ -37,7 +37,8 @@ def search_params(settings: Mapping[str, Any]) -> dict[str, Any]:
     return {"metric_type": spec["metric_type"], "params": dict(spec["search_params"])}
 
 
-def prepare(client: Any, settings: Mapping[str, Any], run_leaf: Path, load_timeout: float) -> dict[str, Any]:
+def prepare(client: Any, settings: Mapping[str, Any], run_leaf: Path, load_timeout: float,
+            server_times: Mapping[str, float] | None = None) -> dict[str, Any]:
     """A requeued or repeated task starts from an empty leaf; the collection is loaded (from storage, for an
     embedded server that just started) before any query process starts its window."""
     for stale in set(run_leaf.glob("rank_*")) | set(run_leaf.glob("*.json")):
@@ -46,6 +47,7 @@ def prepare(client: Any, settings: Mapping[str, Any], run_leaf: Path, load_timeo
     shutil.rmtree(run_leaf / "ready", ignore_errors=True)
     run_leaf.mkdir(parents=True, exist_ok=True)
     name = settings["collection"]
+    load_start = time.time()
     started = time.perf_counter()
     try:
         client.release_collection(name)  # an external server may still hold it from the previous run
@@ -53,7 +55,8 @@ def prepare(client: Any, settings: Mapping[str, Any], run_leaf: Path, load_timeo
     except Exception as exc:
         raise LoadError(f"loading collection {name} failed or took more than {load_timeout:g} s: "
                         f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
-    out = {"load_s": time.perf_counter() - started, "host": socket.gethostname(), "prepared": now_iso()}
+    out = {"load_s": time.perf_counter() - started, "host": socket.gethostname(), "prepared": now_iso(),
+           "timeline": {**(server_times or {}), "load_start": load_start, "load_end": time.time()}}
     write_json(run_leaf / "prepare.json", out)
     return out
 
@@ -158,6 +161,9 @@ def collect(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any]
         "start": _iso(figures.pop("start_epoch")), "end": _iso(figures.pop("end_epoch")), **figures,
         "mode": "queries" if request.get("queries") else "timed", "duration_s": request.get("duration"),
         "query_processes": size, "load_s": prepared.get("load_s"),
+        # When the server started and was ready, the index loaded, the queries began and ended (epoch seconds).
+        "timeline": {**(prepared.get("timeline") or {}), "first_query": min(r["start"] for r in ranks),
+                     "last_query_end": max(r["end"] for r in ranks)},
         "per_rank": [{"rank": r["rank"], "host": r["host"], "node": r.get("node"), "queries": r["queries"],
                       "qps": r["queries"] / (r["end"] - r["start"]) if r["end"] > r["start"] else None}
                      for r in ranks],
