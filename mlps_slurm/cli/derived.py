@@ -34,7 +34,8 @@ def _click_type(f: dataclasses.Field[Any], spec: Any) -> Any:
 
 
 def request_options(request_type: type, only_suite: bool = False,
-                    names: tuple[str, ...] | None = None, skip: set[str] | None = None) -> list[Callable[[Any], Any]]:
+                    names: tuple[str, ...] | None = None, skip: set[str] | None = None,
+                    shared_help: dict[str, str] | None = None) -> list[Callable[[Any], Any]]:
     """One click option per request field that has flags (with only_suite: the `submit all` ones; with `names`:
     only those fields). Fields in `skip` are left out and the ones made are added to it, so several requests can
     share one command without declaring an option twice."""
@@ -49,7 +50,8 @@ def request_options(request_type: type, only_suite: bool = False,
                 continue
             skip.add(f.name)
         # `submit all` lists every benchmark's options together: say whose each one is.
-        kwargs: dict[str, Any] = {"help": f"{request_type.benchmark}: {spec.help}" if only_suite else spec.help}
+        kwargs: dict[str, Any] = {"help": (shared_help or {}).get(f.name) or (
+            f"{request_type.benchmark}: {spec.help}" if only_suite else spec.help)}
         if isinstance(f.default, bool):
             kwargs["is_flag"] = True
         else:
@@ -117,9 +119,19 @@ def _suite_options() -> list[Callable[[Any], Any]]:
     """`submit all`: the shared options, then every runnable benchmark's suite="cli" options (each once)."""
     from mlps_slurm import benchmarks
 
+    from mlps_slurm.benchmarks.base import options_of
+
+    # An option several benchmarks take (e.g. --duration) is declared once and goes to each of them: its help
+    # says whose it is and what it means for each.
+    helps: dict[str, list[str]] = {}
+    for bench in benchmarks.runnable():
+        for f, spec in options_of(bench.request_type):
+            if spec.flags and spec.suite == "cli":
+                helps.setdefault(f.name, []).append(f"{bench.name}: {spec.help}")
+    shared = {name: " ".join(texts) for name, texts in helps.items() if len(texts) > 1}
     seen = {"scale"}
     extra = [o for bench in benchmarks.runnable()
-             for o in request_options(bench.request_type, only_suite=True, skip=seen)]
+             for o in request_options(bench.request_type, only_suite=True, skip=seen, shared_help=shared)]
     return [
         click.option("--benchmarks", default=None, metavar="B[,B...]",
                      help="Chain only these benchmarks, in this order (default: the profile's suite.benchmarks; "

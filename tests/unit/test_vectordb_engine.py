@@ -470,3 +470,20 @@ def test_the_embedded_endpoint_reports_a_failed_or_absent_server(tmp_path, monke
     write_state(root / "7", state="ready", host=socket.gethostname(), port=5)  # but no token file
     with pytest.raises(MilvusUnavailable, match="token"):
         connect.endpoint(args("--server-state-root", str(root), "--wait-timeout", "10"))
+
+
+def test_a_non_root_server_gets_a_private_tmp_through_a_user_namespace(tmp_path, monkeypatch):
+    from mlps_slurm.benchmarks.vectordb import server
+
+    bin_dir = tmp_path / "bin"
+    assert server.server_argv(bin_dir, tmp_path / "d")[0] == str(bin_dir / "milvus") or os.geteuid() != 0
+    monkeypatch.setattr(server.os, "geteuid", lambda: 1000)
+    data = tmp_path / "d"
+    data.mkdir()
+    argv = server.server_argv(bin_dir, data)
+    assert argv[0].endswith("unshare") and "--map-root-user" in argv and "--mount" in argv
+    assert argv[-4:] == [str(data / "tmp"), str(bin_dir / "milvus"), "run", "standalone"]
+    assert (data / "tmp").is_dir()
+    monkeypatch.setattr(server.shutil, "which", lambda name: None)
+    with pytest.raises(server.ServeError, match="vectordb.milvus.mode: external"):
+        server.server_argv(bin_dir, data)

@@ -175,6 +175,28 @@ def write_config(data_dir: Path, ports: dict[str, int]) -> None:
     shutil.copy(package_dir() / "data" / "glog.conf", data_dir / "configs" / "glog.conf")
 
 
+def server_argv(bin_dir: Path, data_dir: Path) -> list[str]:
+    """The server's command. Milvus 2.3.5 keeps its pid and server-id files in /run/milvus, else in /tmp/milvus
+    (hard-coded): a user who is not root can write neither /run nor a /tmp/milvus another user created, and two
+    servers would share the pid lock. So a non-root server runs in a user and mount namespace of its own whose /tmp
+    is the run's data directory's tmp/ (its files stay the user's; the network is the node's)."""
+    argv = [str(bin_dir / "milvus"), "run", "standalone"]
+    if os.geteuid() == 0:
+        return argv
+    private_tmp = data_dir / "tmp"
+    private_tmp.mkdir(exist_ok=True)
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare, "--user", "--map-root-user", "--mount", "true"], capture_output=True,
+                           text=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        why = "no unshare on PATH" if probe is None else (probe.stderr.strip() or f"exit {probe.returncode}")
+        raise ServeError("the embedded Milvus server needs a writable /run/milvus or its own /tmp, and this node "
+                         f"allows neither to user {os.geteuid()} (unprivileged user namespaces: {why}); ask the "
+                         "admins for one, or use a site Milvus (vectordb.milvus.mode: external)")
+    return [unshare, "--user", "--map-root-user", "--mount", "--", "sh", "-c", 'mount --bind "$0" /tmp && exec "$@"',
+            str(private_tmp), *argv]
+
+
 def _die_with_parent() -> None:
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
@@ -258,7 +280,7 @@ class Supervisor:
                    MILVUS_RUN_DIR=str(self.data_dir / "run"),
                    LD_LIBRARY_PATH=":".join(filter(None, [str(bin_dir), os.environ.get("LD_LIBRARY_PATH")])))
         log = open(self.data_dir / "logs" / "milvus.log", "ab")
-        self.proc = subprocess.Popen([str(bin_dir / "milvus"), "run", "standalone"], cwd=self.data_dir, env=env,
+        self.proc = subprocess.Popen(server_argv(bin_dir, self.data_dir), cwd=self.data_dir, env=env,
                                      stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                      start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
@@ -313,7 +335,8 @@ class Supervisor:
                 except subprocess.TimeoutExpired:
                     continue
         if self.proc is not None:
-            for run_dir in ("/run/milvus", "/tmp/milvus"):  # the server's id file, outside its data directory
+            # The server's id file: outside its data directory, or in its private /tmp (server_argv).
+            for run_dir in ("/run/milvus", "/tmp/milvus", str(self.data_dir / "tmp" / "milvus")):
                 try:
                     os.unlink(f"{run_dir}/server_id_{self.proc.pid}")
                 except OSError:
