@@ -129,6 +129,10 @@ def test_embedded_chain_loads_indexes_queries_and_cleans_up(dirs, tmp_path):
     assert bundle.tarball.exists()
 
 
+def summary_collection(run: Path) -> str:
+    return json.loads((run / "manifest.json").read_text())["settings"]["collection"]
+
+
 def _chain_ids(run: Path) -> list[str]:
     manifest = json.loads((run / "manifest.json").read_text())
     return [j["job_id"] for j in manifest.get("jobs", {}).values() if j.get("job_id")]
@@ -209,6 +213,12 @@ def test_external_server_runs_the_chain_and_its_token_stays_out_of_the_run(dirs,
         assert summary["runs"][0]["recall"] > 0.9 and summary["load"]["index_params"] == {"M": 64,
                                                                                              "efConstruction": 200}
         assert contains(run, token.encode()) == [] and token not in out + err
+        # The last run dropped its collection from the site's server.
+        from pymilvus import MilvusClient
+
+        site = MilvusClient(uri=f"http://127.0.0.1:{state['port']}", token=token)
+        assert summary["cleanup"] == {} and not site.has_collection(summary_collection(run))
+        site.close()
         assert not data.exists() or leftovers(data) == []  # external: nothing on the local data root
     finally:
         server.send_signal(15)

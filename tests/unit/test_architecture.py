@@ -249,3 +249,25 @@ def test_benchmarks_do_not_import_each_other():
            if owner(module) and owner(edge.target) and owner(module) != owner(edge.target)]
     if bad:
         pytest.fail("benchmark packages importing each other:\n  " + "\n  ".join(bad), pytrace=False)
+
+
+def test_the_login_node_side_of_every_benchmark_imports_no_engine_dependency():
+    """A login node may have only the CLI's declared dependencies (tests/integration/test_install.py installs so):
+    planning, rules, results, reports and bundling never import numpy, pymilvus or an engine."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('numpy', 'pymilvus', 'milvus', 'torch', 'mpi4py', 'dlio_benchmark'):\n"
+        "            raise ImportError('blocked on the login node: ' + name)\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from mlps_slurm import benchmarks\n"
+        "for b in benchmarks.all_benchmarks():\n"
+        "    for part in ('request', 'plan', 'rules', 'results', 'bundle', 'report', 'profile', 'cli'):\n"
+        "        if b.has_part(part):\n"
+        "            b.part(part)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr

@@ -354,5 +354,12 @@ def test_an_external_run_removes_no_directory(tmp_path):
     (tmp_path / "vdb" / RUN_ID).mkdir(parents=True)
     (tmp_path / "vdb" / RUN_ID / MARKER).write_text(RUN_ID)
     results, text = vdb_finalize.finalize(run)
-    assert results["status"] == "success" and results["cleanup"] == {} and (tmp_path / "vdb" / RUN_ID).is_dir()
+    assert results["status"] == "success" and (tmp_path / "vdb" / RUN_ID).is_dir()
+    # No run recorded dropping the site server's collection: the results and the table say it is still there.
+    assert list(results["cleanup"]) == ["collection_left"]
+    assert "mlps_vectordb_20261205_120000_abcdef is still on http://milvus.example.org:19530" in text
     assert results["milvus_mode"] == "external" and "Milvus external" in text
+    last = run.raw_dir("vector_database", "HNSW") / "run" / "04" / "summary.json"
+    last.write_text(json.dumps({**json.loads(last.read_text()), "collection_dropped": True}))
+    results, text = vdb_finalize.finalize(run)
+    assert results["cleanup"] == {} and "still on" not in text

@@ -12,7 +12,8 @@ from typing import Iterator
 
 import numpy as np
 
-DISTRIBUTIONS = ("uniform", "normal")
+from mlps_slurm.benchmarks.vectordb.indexes import DISTRIBUTIONS
+
 QUERY_STREAM = 2**31 - 1  # the query set's generator stream, apart from every chunk's (chunk numbers are smaller)
 
 

@@ -94,6 +94,12 @@ def cleanup(record: Mapping[str, Any], run: RunDirectory, run_id: str) -> dict[s
     return out
 
 
+def run_row_dropped(run: RunDirectory, index: str, planned: int) -> Any:
+    """What the last run's collect recorded about dropping an external server's collection."""
+    summary, _ = _read(run.raw_dir("vector_database", index) / "run" / f"{planned - 1:02d}" / "summary.json")
+    return (summary or {}).get("collection_dropped")
+
+
 def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
     manifest = run.read_manifest()
     record = run_record(manifest)
@@ -120,6 +126,11 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
                 else:
                     rows.append(row)
     removed = cleanup(record, run, str(manifest.get("run_id")))
+    if record.get("milvus_mode") == "external" and datagen is not None:
+        last = run_row_dropped(run, index, planned)
+        if last is not True:
+            removed["collection_left"] = f"collection {record.get('collection')} is still on {record.get('uri')}" + (
+                f" (dropping it failed: {last})" if isinstance(last, str) else " (no run dropped it: the chain ended before its last run's collect)")
     if removed.get("data_dir") and not removed.get("data_dir_removed"):
         reasons.append(f"the embedded server's data directory {removed['data_dir']} could not be removed")
     load_figures = {k: datagen.get(k) for k in ("num_vectors", "dimension", "insert_s", "insert_vectors_per_s",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 METRICS = ("COSINE", "L2", "IP")
+DISTRIBUTIONS = ("uniform", "normal")  # how dataset.py draws the vectors
 
 
 @dataclass(frozen=True)

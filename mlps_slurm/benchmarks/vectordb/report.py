@@ -42,4 +42,7 @@ def table(results: dict[str, Any]) -> str:
         lines.append(f"  QPS: all queries / the union of the query processes' windows; latency per search call "
                      f"(batch of {results.get('query_batch_size', 1) or 1}), ms; recall@k after the window, against "
                      "exact ground truth")
+    left = (results.get("cleanup") or {}).get("collection_left")
+    if left:
+        lines.append(f"  note: {left}; drop it on the server when it is no longer needed")
     return "\n".join(lines) + "\n"

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlps_slurm.benchmarks.base import Request, RequestError, option
-from mlps_slurm.benchmarks.vectordb.dataset import DISTRIBUTIONS
-from mlps_slurm.benchmarks.vectordb.indexes import INDEX_TYPES, METRICS
+from mlps_slurm.benchmarks.vectordb.indexes import DISTRIBUTIONS, INDEX_TYPES, METRICS
 from mlps_slurm.benchmarks.vectordb.rules import REQUIRED_RUNS
 
 INDEX_CHOICES = tuple(INDEX_TYPES)

@@ -173,6 +173,14 @@ def collect(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any]
         client.release_collection(settings["collection"])
     except Exception:
         pass  # the next run loads it again either way
+    if settings.get("milvus_mode") == "external" and run_leaf.name == f"{int(request['runs']) - 1:02d}":
+        # The last run: a site's server does not keep every run's collection (an embedded server's whole data
+        # directory goes with the run instead). A chain that stops earlier leaves it; the finalize says so.
+        try:
+            client.drop_collection(settings["collection"])
+            summary["collection_dropped"] = True
+        except Exception as exc:
+            summary["collection_dropped"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     write_json(run_leaf / "summary.json", summary)
     for rank in range(size):  # the per-call latencies stay; the barrier files go
         try:
