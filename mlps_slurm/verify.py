@@ -23,7 +23,9 @@ from mlps_slurm.rundir import atomic_write_json, atomic_write_text
 
 SCHEMA = "mlps-slurm/verify/1"
 DIVISIONS = ("closed", "open", "invalid")
-EXIT_OK, EXIT_UNUSABLE = 0, 1
+# Exit codes of `mlps-slurm verify` (2 and 3 are the CLI's usage and Slurm errors): a run the chain planned without
+# a usable result is worse news than a result the rules judged INVALID, and scripts can tell them apart.
+EXIT_OK, EXIT_UNUSABLE, EXIT_INVALID = 0, 1, 4
 SUBMISSION_ONE_PER_WORKLOAD = "submission.one_run_per_workload"
 
 
@@ -97,10 +99,11 @@ class VerifyReport:
 
     @property
     def exit_code(self) -> int:
-        """Non-zero when a run the chain planned has no usable result, a path held no run, or nothing was found."""
+        """EXIT_UNUSABLE when a run the chain planned has no usable result, a path held no run, or nothing was
+        found; else EXIT_INVALID when the verdict is INVALID; else EXIT_OK (CLOSED or OPEN)."""
         if not self.runs or any(not r.usable for r in self.runs) or any(u.planned for u in self.unused):
             return EXIT_UNUSABLE
-        return EXIT_OK
+        return EXIT_INVALID if self.verdict is Verdict.INVALID else EXIT_OK
 
     def group_of(self, run: RunVerdict) -> GroupVerdict | None:
         return next((g for g in self.groups if run.run_id in g.run_ids and g.benchmark == run.benchmark), None)
@@ -300,16 +303,15 @@ def write_report(report: VerifyReport, directory: str | os.PathLike[str]) -> tup
 
 
 def verify_command(paths: Sequence[str], output: str | None = None, submission: bool | None = None,
-                   echo: Any = print) -> int:
-    """`mlps-slurm verify RUN_OR_DIR...`: verify, print the text report, write verify.json/verify.txt, return the
-    exit code. The report goes to `output` when given; else into the single run directory or directory of runs
-    that was named; never into a submission tree (that would add files SHA256SUMS does not cover)."""
+                   echo: Any = print, allow_invalid: bool = False) -> int:
+    """`mlps-slurm verify RUN_OR_DIR...`: verify, print the text report, return the exit code (EXIT_*; INVALID
+    counts as success with `allow_invalid`). verify.json and verify.txt are written only to `output`: the
+    directories checked are never changed (a run's own verdict is the finalize's; a submission tree's files are
+    covered by its SHA256SUMS)."""
     report = verify_runs(paths, submission)
     echo(report.to_text().rstrip("\n"))
-    target = Path(output) if output else None
-    if target is None and len(paths) == 1 and Path(paths[0]).is_dir() and not report.submission:
-        target = Path(paths[0])
-    if target is not None:
-        json_path, _ = write_report(report, target)
+    if output:
+        json_path, _ = write_report(report, Path(output))
         echo(f"report: {json_path} (and verify.txt)")
-    return report.exit_code
+    code = report.exit_code
+    return EXIT_OK if code == EXIT_INVALID and allow_invalid else code

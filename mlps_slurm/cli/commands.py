@@ -23,10 +23,12 @@ def _error(message: str) -> None:
 
 
 def run_launch(action: str, kind: str, planner: Any, profile_ref: str, overrides: list[str],
-               results_dir: str | None, wait: bool, timeout: float) -> int:
-    """Every benchmark command: mlps_slurm.run.launch, then print what it did (and wait, when asked)."""
+               results_dir: str | None, wait: bool, timeout: float, as_json: bool = False) -> int:
+    """Every benchmark command: mlps_slurm.run.launch, then print what it did (and wait, when asked). With
+    `as_json` stdout carries one JSON document and every message goes to stderr."""
     from mlps_slurm.run import launch
 
+    say = (lambda text: click.echo(text, err=True)) if as_json else click.echo
     try:
         result = launch(action, kind, planner, profile_ref, overrides, results_dir)
     except (ProfileError, PlanError, TemplateError) as exc:
@@ -42,25 +44,56 @@ def run_launch(action: str, kind: str, planner: Any, profile_ref: str, overrides
     if action == "test-only":
         width = max(14, *(len(key) for key, _, _ in result.test_only))
         for key, answer, ok in result.test_only:
-            click.echo(f"{key:<{width}} {answer if ok else 'REFUSED: ' + answer}")
+            say(f"{key:<{width}} {answer if ok else 'REFUSED: ' + answer}")
         refused = not all(ok for _, _, ok in result.test_only)
-        click.echo("nothing was queued" + ("; fix the refused job(s) above" if refused else ""))
+        say("nothing was queued" + ("; fix the refused job(s) above" if refused else ""))
+        if as_json:
+            _print_json({"run_id": plan.run_id, "benchmark": plan.benchmark, "queued": False,
+                         "test_only": [{"job": k, "answer": a, "ok": ok} for k, a, ok in result.test_only]})
         return EXIT_FAILED if refused else 0
     for note in plan.notes:
-        click.echo(f"note: {note}")
-    _print_prerun_rules(plan)
+        say(f"note: {note}")
+    _print_prerun_rules(plan, say)
     run = result.run
     if action == "render":
-        click.echo(f"rendered {run.run_id} (nothing submitted): {run.path}")
+        say(f"rendered {run.run_id} (nothing submitted): {run.path}")
         for script in sorted(run.scripts.iterdir()):
-            click.echo(f"  {script}")
+            say(f"  {script}")
+        if as_json:
+            _print_json({"run_id": run.run_id, "benchmark": plan.benchmark, "run_dir": str(run.path), "queued": False,
+                         "scripts": [str(p) for p in sorted(run.scripts.iterdir())]})
         return 0
-    click.echo(f"submitted {run.run_id}: " + ", ".join(f"{k} {v}" for k, v in result.job_ids.items()))
-    click.echo(f"run directory: {run.path}")
+    say(f"submitted {run.run_id}: " + ", ".join(f"{k} {v}" for k, v in result.job_ids.items()))
+    say(f"run directory: {run.path}")
+    doc: dict[str, Any] = {"run_id": run.run_id, "benchmark": plan.benchmark, "run_dir": str(run.path),
+                           "queued": True, "jobs": dict(result.job_ids)}
     if not wait:
-        click.echo(f"follow it with: mlps-slurm status {run.path}")
+        say(f"follow it with: mlps-slurm status {run.path}")
+        if as_json:
+            _print_json(doc)
         return 0
-    return _wait_and_report(run, get_backend(), timeout)
+    code = _wait_and_report(run, get_backend(), timeout, say)
+    if as_json:
+        doc["exit_code"] = code
+        doc["results"] = _read_results(run)
+        _print_json(doc)
+    return code
+
+
+def _print_json(doc: dict[str, Any]) -> None:
+    import json
+
+    click.echo(json.dumps(doc, indent=1, default=str))
+
+
+def _read_results(run: Any) -> Any:
+    """results.json of a finished run, or None when there is none (or it cannot be read)."""
+    import json
+
+    try:
+        return json.loads(run.results_json.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
 
 
 def generate_lockfile(output: str, requirements_in: str | None) -> int:
@@ -92,7 +125,7 @@ def verify_lockfile(path: str) -> int:
     return 0 if result.ok else EXIT_FAILED
 
 
-def _print_prerun_rules(plan: Any) -> None:
+def _print_prerun_rules(plan: Any, say: Any = click.echo) -> None:
     """The same rules the finalize job applies, on the request before anything runs (each workload of a suite)."""
     from mlps_slurm.rules import check_request
     from mlps_slurm.rules.core import combine
@@ -101,10 +134,10 @@ def _print_prerun_rules(plan: Any) -> None:
     for (_, p), name in zip(plan.members or (("", plan),), names or [""]):
         findings = check_request(p.benchmark, p.record())
         what = f" ({name.replace('-', ' ', 1)})" if plan.members else ""
-        click.echo(f"pre-run rules check{what}: {combine(findings).value}")
+        say(f"pre-run rules check{what}: {combine(findings).value}")
         for f in findings:
             if f.verdict.value != "CLOSED":
-                click.echo(f"  {f.verdict.value:<7} {f.rule_id}: {f.message}")
+                say(f"  {f.verdict.value:<7} {f.rule_id}: {f.message}")
 
 
 def bundle_runs(runs: list[str], org: str | None, system: str | None, output: str | None, allow_invalid: bool,
@@ -165,17 +198,17 @@ def run_preflight_only(profile_ref: str, overrides: list[str], nodes: int | None
     return 0 if status.jobs[0][2] and status.jobs[0][2].state == "COMPLETED" else EXIT_FAILED
 
 
-def _wait_and_report(run: Any, backend: Any, timeout: float) -> int:
+def _wait_and_report(run: Any, backend: Any, timeout: float, say: Any = click.echo) -> int:
     def progress(status: ChainStatus) -> None:
         states = ", ".join(f"{k} {s.state if s else '-'}" for k, _, s in status.jobs)
-        click.echo(f"  {states}")
+        say(f"  {states}")
 
     try:
         status = wait_for_chain(run, backend, timeout, on_change=progress)
     except TimeoutError as exc:
         _error(f"{exc}; check later with: mlps-slurm status {run.path}")
         return EXIT_FAILED
-    click.echo(describe_status(status), nl=False)
+    say(describe_status(status).rstrip("\n"))
     return _outcome(status)
 
 

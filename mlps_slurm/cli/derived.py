@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import click
 
-from mlps_slurm.cli.options import apply, profile_options, results_dir_option, submit_options
+from mlps_slurm.cli.options import apply, json_option, profile_options, results_dir_option, submit_options
 
 SUITE = "all"
 
@@ -98,16 +98,16 @@ def _benchmark_command(action: str, name: str) -> click.Command:
     request_type = bench.request_type
 
     def callback(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, wait: bool = False,
-                 timeout: float = 0, test_only: bool = False, **values: Any) -> None:
+                 timeout: float = 0, test_only: bool = False, as_json: bool = False, **values: Any) -> None:
         from mlps_slurm.cli.commands import run_launch
         from mlps_slurm.run import benchmark_planner
 
         request = build_request(request_type, values)
         mode = "test-only" if test_only else action
         sys.exit(run_launch(mode, name, benchmark_planner(name, request), profile_ref, list(overrides),
-                            results_dir, wait, timeout))
+                            results_dir, wait, timeout, as_json))
 
-    decorators = [*request_options(request_type), profile_options, results_dir_option]
+    decorators = [*request_options(request_type), profile_options, results_dir_option, json_option]
     if action == "submit":
         decorators.append(submit_options(default_timeout=bench.wait_timeout_s))
     verb = "Render (write the scripts, submit nothing)" if action == "render" else "Submit"
@@ -147,7 +147,7 @@ def _suite_options() -> list[Callable[[Any], Any]]:
 def _suite_command(action: str) -> click.Command:
     def callback(profile_ref: str, overrides: tuple[str, ...], results_dir: str | None, benchmarks: str | None,
                  nodes: int | None, scale: float, wait: bool = False, timeout: float = 0, test_only: bool = False,
-                 **options: Any) -> None:
+                 as_json: bool = False, **options: Any) -> None:
         from mlps_slurm.cli.commands import run_launch
         from mlps_slurm.plan_suite import SuiteRequest
         from mlps_slurm.run import suite_planner
@@ -157,9 +157,9 @@ def _suite_command(action: str) -> click.Command:
                                options=tuple((k, v) for k, v in options.items() if v not in (None, False)))
         mode = "test-only" if test_only else action
         sys.exit(run_launch(mode, SUITE, suite_planner(request), profile_ref, list(overrides), results_dir, wait,
-                            timeout))
+                            timeout, as_json))
 
-    decorators = [*_suite_options(), profile_options, results_dir_option]
+    decorators = [*_suite_options(), profile_options, results_dir_option, json_option]
     if action == "submit":
         decorators.append(submit_options(default_timeout=86400))
         doc = ("Submit every benchmark the profile enables (suite.benchmarks) as one chain: one preflight, each "

@@ -76,19 +76,21 @@ def status(run: str, profile_ref: str, overrides: tuple[str, ...], wait: bool, t
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
-@click.option("--output", type=click.Path(file_okay=False), default=None,
-              help="Write verify.json and verify.txt here (default: into the run directory or directory named).")
+@click.option("--output", "-O", type=click.Path(file_okay=False), default=None,
+              help="Write verify.json and verify.txt into this directory (default: write nothing).")
 @click.option("--submission/--runs", "submission", default=None,
               help="Also apply the submission-level rules (default: when the paths hold several runs).")
-def verify(paths: tuple[str, ...], output: str | None, submission: bool | None) -> None:
+@click.option("--allow-invalid", is_flag=True, help="Exit 0 when the verdict is INVALID (every run has a result).")
+def verify(paths: tuple[str, ...], output: str | None, submission: bool | None, allow_invalid: bool) -> None:
     """Check runs against the MLPerf Storage rules: CLOSED, OPEN or INVALID, with the rule that decided.
 
-    PATHS are run directories, directories of runs, or a submission tree. Exits non-zero when a run the chain
-    planned has no usable result; every run not used is listed with the reason.
+    PATHS are run directories, directories of runs, or a submission tree; they are only read. Every run not used
+    is listed with the reason. Exit status: 0 CLOSED or OPEN; 4 INVALID (0 with --allow-invalid); 1 a run the
+    chain planned has no usable result, or no run was found.
     """
     from mlps_slurm.verify import verify_command
 
-    sys.exit(verify_command(list(paths), output, submission, echo=click.echo))
+    sys.exit(verify_command(list(paths), output, submission, echo=click.echo, allow_invalid=allow_invalid))
 
 
 @main.command()

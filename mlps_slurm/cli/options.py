@@ -39,3 +39,9 @@ def submit_options(default_timeout: float) -> Callable[[Any], Any]:
                                                            "would start; queue nothing and keep no run directory."),
         ], f)
     return decorate
+
+
+def json_option(f: Any) -> Any:
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print one JSON document on stdout for scripts (run id, run directory, job ids; with "
+                             "--wait also the exit code and results); the messages go to stderr.")(f)

@@ -68,8 +68,9 @@ def cli(*args: str) -> subprocess.CompletedProcess:
 
 def check_verify_and_bundle_cli(tmp_path: Path, run: Path) -> None:
     verify = cli("verify", str(run))
-    assert verify.returncode == 0, verify.stderr  # INVALID but usable: it finished and was judged
+    assert verify.returncode == 4, verify.stderr  # INVALID (it finished and was judged)
     assert "INVALID ckpt.scaled" in verify.stdout
+    assert cli("verify", str(run), "--allow-invalid").returncode == 0
     refused = cli("bundle", str(run), "-O", str(tmp_path / "refused"))
     assert refused.returncode != 0 and "--allow-invalid" in refused.stdout + refused.stderr
     assert not (tmp_path / "refused").exists()

@@ -94,7 +94,8 @@ def test_submit_all_runs_every_enabled_benchmark_in_one_chain(dirs, tmp_path):
 
     # The login-node tools take the suite directory as it is.
     verify = mlps("verify", str(suite), "--output", str(tmp_path / "v"))
-    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert verify.returncode == 4, verify.stdout + verify.stderr  # INVALID (scaled)
+    assert mlps("verify", str(suite), "--allow-invalid").returncode == 0
     assert json.loads((tmp_path / "v" / "verify.json").read_text())["verdict"] == "INVALID"
     out = tmp_path / "bundle"
     bundle = mlps("bundle", str(suite), "--allow-invalid", "--org", "acme", "--system", "local4", "-O", str(out))

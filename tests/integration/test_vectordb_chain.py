@@ -82,12 +82,16 @@ def test_embedded_chain_loads_indexes_queries_and_cleans_up(dirs, tmp_path):
     results, data = dirs
     watch = TokenWatch(results)
     watch.start()
-    proc = submit(results, data, "--index", "FLAT", "--duration", "5", "--runs", "2", "-N", "2", "-a", "2")
+    proc = submit(results, data, "--index", "FLAT", "--duration", "5", "--runs", "2", "-N", "2", "-a", "2", "--json")
     out, err = proc.communicate(timeout=900)
     watch.stop.set()
     run = the_run(results)
     assert proc.returncode == 0, out + err
+    doc = json.loads(out)  # --json: one document on stdout, the messages on stderr
+    assert doc["run_dir"] == str(run) and doc["run_id"] == run.name and doc["exit_code"] == 0
+    assert set(doc["jobs"]) == {"preflight", "load", "run", "finalize"} and "submitted" in err
     summary = json.loads((run / "results" / "results.json").read_text())
+    assert doc["results"] == summary
     assert summary["status"] == "success", summary["reasons"]
     # A scaled-down, 5 s, 2-run FLAT run is INVALID for submission, and says why.
     assert summary["verdict"] == "INVALID"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +80,15 @@ def test_help_does_not_import_the_work():
             "print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_render_json_is_one_document_on_stdout(cli, tmp_path):
+    import json
+
+    proc = cli("render", "checkpointing", "--model", "llama3-8b", "--json", "--results-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    run = tmp_path / "runs" / doc["run_id"]
+    assert doc["run_dir"] == str(run) and doc["queued"] is False and doc["benchmark"] == "checkpointing"
+    assert [Path(s).name for s in doc["scripts"]] == sorted(p.name for p in (run / "scripts").iterdir())
+    assert "rendered" in proc.stderr and "pre-run rules check" in proc.stderr

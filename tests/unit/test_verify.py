@@ -99,7 +99,9 @@ def test_verify_command_prints_writes_and_returns_the_exit_code(tmp_path):
     corpus.checkpoint_run(tmp_path, run_id="b", start=T0 + 7200)
     out: list[str] = []
     assert verify_command([str(tmp_path)], echo=out.append) == EXIT_OK
-    assert (tmp_path / "verify.json").is_file() and (tmp_path / "verify.txt").is_file()
+    assert not (tmp_path / "verify.json").exists()  # the directories checked are only read
+    assert verify_command([str(tmp_path)], str(tmp_path / "report"), echo=out.append) == EXIT_OK
+    assert (tmp_path / "report" / "verify.json").is_file() and (tmp_path / "report" / "verify.txt").is_file()
     assert "verify: 2 run(s)" in out[0]
     # As a submission, two full runs of one model cannot both be submitted.
     report = verify_runs([tmp_path], submission=True)
@@ -139,3 +141,25 @@ def test_a_manifest_of_another_release_is_named_not_misread(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 2 and "not UTF-8" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_exit_codes_closed_open_invalid_and_the_flag_that_relaxes_invalid(tmp_path):
+    from mlps_slurm.verify import EXIT_INVALID
+
+    closed = corpus.checkpoint_run(tmp_path / "c")
+    open_ = corpus.checkpoint_run(tmp_path / "o", params={"checkpoint.fsync": "False"})
+    invalid = corpus.checkpoint_run(tmp_path / "i", scale=0.5)
+    unusable = corpus.checkpoint_run(tmp_path / "u", status="failed")
+
+    def snapshot():
+        return {(str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")}
+
+    before = snapshot()
+    out: list[str] = []
+    assert verify_runs([closed]).verdict is Verdict.CLOSED and verify_command([str(closed)], echo=out.append) == 0
+    assert verify_runs([open_]).verdict is Verdict.OPEN and verify_command([str(open_)], echo=out.append) == 0
+    assert verify_runs([invalid]).verdict is Verdict.INVALID
+    assert verify_command([str(invalid)], echo=out.append) == EXIT_INVALID == 4
+    assert verify_command([str(invalid)], echo=out.append, allow_invalid=True) == EXIT_OK
+    assert verify_command([str(unusable)], echo=out.append, allow_invalid=True) == EXIT_UNUSABLE
+    assert snapshot() == before  # the directories checked are only read
