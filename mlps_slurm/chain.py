@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mlps_slurm.plan_suite import member_key
@@ -78,11 +78,56 @@ def _record_member_jobs(run: RunDirectory, manifest: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class ChainStatus:
     run: RunDirectory
-    jobs: list[tuple[str, str, JobState | None]]  # (key, job id, state)
+    jobs: list[tuple[str, str, JobState | None]]  # (key, job id, state; an array's combined state)
+    tasks: dict[str, list[JobState]] = field(default_factory=dict)  # every entry Slurm gave, per key
 
     @property
     def finished(self) -> bool:
         return all(s is not None and (s.terminal or s.state == "UNKNOWN") for _, _, s in self.jobs)
+
+    @property
+    def state(self) -> str:
+        """The chain's state: NOT SUBMITTED, PENDING, RUNNING, or once finished SUCCESS / FAILED (the finalize's
+        results.json decides)."""
+        if not any(s for _, _, s in self.jobs):
+            return "NOT SUBMITTED"
+        if not self.finished:
+            return "RUNNING" if any(s and s.state in ("RUNNING", "COMPLETING") for _, _, s in self.jobs) \
+                else "PENDING"
+        results = _results(self.run)
+        return "SUCCESS" if results and results.get("status") == "success" else "FAILED"
+
+
+def _results(run: RunDirectory) -> dict[str, Any] | None:
+    try:
+        data = read_json(run.results_json)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+# `mlps-slurm status` exit codes by chain state (2 and 3 are the CLI's usage and Slurm errors).
+STATUS_EXIT = {"SUCCESS": 0, "FAILED": 1, "PENDING": 5, "RUNNING": 5, "NOT SUBMITTED": 5}
+
+
+def status_record(status: ChainStatus) -> dict[str, Any]:
+    """What `status --json` prints: the chain's state, every job and array task, and the results once there."""
+    def row(s: JobState) -> dict[str, Any]:
+        return {"job_id": s.job_id, "state": s.state, "reason": "" if s.reason in ("None",) else s.reason,
+                "nodes": s.nodes, "start": s.start, "elapsed": s.elapsed, "exit_code": s.exit_code,
+                "source": s.source}
+
+    jobs = []
+    for key, jid, s in status.jobs:
+        entry: dict[str, Any] = {"key": key, "job_id": jid, **(row(s) if s else {"state": "NOT SUBMITTED"})}
+        tasks = [t for t in status.tasks.get(key, []) if t.array_task.isdigit()]
+        if tasks:
+            entry["tasks"] = [{"task": int(t.array_task), **row(t)} for t in sorted(tasks,
+                                                                                      key=lambda t: int(t.array_task))]
+        jobs.append(entry)
+    return {"run_id": status.run.run_id, "run_dir": str(status.run.path), "state": status.state,
+            "finished": status.finished, "exit_code": STATUS_EXIT[status.state], "jobs": jobs,
+            "results": _results(status.run)}
 
 
 def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
@@ -91,10 +136,12 @@ def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
     ids = [j["job_id"] for j in submitted.values()]
     states = backend.states(ids) if ids else {}
     rows: list[tuple[str, str, JobState | None]] = []
+    tasks: dict[str, list[JobState]] = {}
     for job in manifest["plan"]["jobs"]:
         jid = submitted.get(job["key"], {}).get("job_id", "")
         rows.append((job["key"], jid, combined_state(states[jid]) if jid in states else None))
-    return ChainStatus(run, rows)
+        tasks[job["key"]] = list(states.get(jid, []))
+    return ChainStatus(run, rows, tasks)
 
 
 def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
@@ -126,7 +173,9 @@ def describe_status(status: ChainStatus) -> str:
             lines.append(f"  {i:02d} {key:<{width}} not submitted")
             continue
         reason = "" if s.reason in ("", "None") else f"  ({s.reason})"
-        lines.append(f"  {i:02d} {key:<{width}} job {jid:<8} {s.state}{reason}")
+        where = "".join(f"  {label} {value}" for label, value in (("on", s.nodes), ("started", s.start),
+                                                                  ("elapsed", s.elapsed)) if value)
+        lines.append(f"  {i:02d} {key:<{width}} job {jid:<8} {s.state}{reason}{where}")
     pre = run.preflight_report
     if pre.is_file():
         summary = read_json(pre)

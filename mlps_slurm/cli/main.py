@@ -60,18 +60,28 @@ def preflight(profile_ref: str, overrides: tuple[str, ...], nodes: int | None, r
 
 
 @main.command()
-@click.argument("run")
+@click.argument("run", required=False)
 @profile_options
-@click.option("--wait", is_flag=True, help="Wait until the chain ends.")
+@click.option("--wait", is_flag=True, help="Wait until the chain ends, then print its results.")
 @click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True)
-def status(run: str, profile_ref: str, overrides: tuple[str, ...], wait: bool, timeout: float) -> None:
-    """Show each job of RUN's chain with its Slurm state and reason, and the results once finalized.
+@click.option("--watch", is_flag=True, help="Refresh every 5 s (in place on a terminal) until the chain ends.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON document: every job and array task, the results.")
+def status(run: str | None, profile_ref: str, overrides: tuple[str, ...], wait: bool, timeout: float, watch: bool,
+           as_json: bool) -> None:
+    """Show each job of RUN's chain (state, reason, nodes, start, elapsed) and the results once finalized; without
+    RUN, the recent runs under the profile's storage.results_dir.
 
-    RUN is a run directory or a run id under the profile's storage.results_dir.
+    RUN is a run directory or a run id. Exit status: 0 the chain succeeded, 1 it failed, 5 it is still pending or
+    running (2 bad input, 3 Slurm unreachable). Slurm calls per refresh: one squeue for the chain's jobs and at
+    most one accounting query, whatever the number of jobs.
     """
-    from mlps_slurm.cli.commands import show_status
+    if wait and run is not None and not (watch or as_json):
+        from mlps_slurm.cli.commands import show_status
 
-    sys.exit(show_status(run, profile_ref, list(overrides), wait, timeout))
+        sys.exit(show_status(run, profile_ref, list(overrides), wait, timeout))
+    from mlps_slurm.cli.status import show
+
+    sys.exit(show(run, profile_ref, list(overrides), as_json, watch or wait))
 
 
 @main.command()

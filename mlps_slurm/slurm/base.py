@@ -40,6 +40,9 @@ class JobState:
     exit_code: str = ""
     nodes: str = ""
     array_task: str = ""
+    start: str = ""  # ISO time the job started ("" while it has not)
+    elapsed: str = ""  # run time so far, as Slurm prints it ([D-]HH:MM:SS or M:SS)
+    source: str = ""  # where the state came from: squeue, sacct or jobcomp
 
     @property
     def terminal(self) -> bool:
@@ -66,8 +69,10 @@ def combined_state(states: list[JobState]) -> JobState:
     tasks = ", ".join(f"{s.array_task or '?'} {s.state}" for s in ordered)
     exit_code = next((s.exit_code for s in ordered if s.state not in ("COMPLETED", "PENDING", "RUNNING")),
                      lead.exit_code)
+    starts = sorted(s.start for s in ordered if s.start)
     return JobState(job_id=lead.job_id, name=lead.name, state=lead.state, reason=f"tasks: {tasks}",
-                    exit_code=exit_code, nodes=lead.nodes, array_task=lead.array_task)
+                    exit_code=exit_code, nodes=lead.nodes, array_task=lead.array_task,
+                    start=starts[0] if starts else "", elapsed=lead.elapsed, source=lead.source)
 
 
 class SlurmBackend(Protocol):

@@ -1,8 +1,8 @@
 """Slurm through its command-line tools. Works with Slurm 22.05 and later; pyslurm is not required.
 
-22.05 quirks handled here: `squeue --json` ignores -j filters (we filter client-side), reports `exit_code` as a
-raw wait status and `job_state` as a string; `sacct` needs slurmdbd, so final states come from `scontrol show job`
-while Slurm still remembers the job (MinJobAge).
+22.05 quirks handled here: `squeue --json` ignores -j filters, so states come from `squeue -j` with a format; squeue
+prints no exit codes and forgets a job after MinJobAge, so finished jobs are looked up in accounting (sacct, which
+needs slurmdbd) or in the job-completion record (jobcomp/filetxt) in one batched query.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from mlps_slurm.slurm.base import Dependency, JobState, SlurmError, SlurmUnreachable
@@ -37,11 +38,87 @@ def scrubbed_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SBATCH_")}
 
 
+# squeue columns: job id, array job id, array task id(s), state, reason, nodes, start time, time used, name.
+_SQUEUE_FORMAT = "%A|%F|%K|%T|%r|%N|%S|%M|%j"
+
+
+def _blank(value: str) -> str:
+    return "" if value in ("N/A", "Unknown", "None", "(null)", "4294967294") else value
+
+
+def _squeue_row(line: str, wanted: set[str]) -> tuple[str, JobState] | None:
+    parts = line.split("|", 8)
+    if len(parts) != 9:
+        return None
+    jid, array_id, task, state, reason, nodes, start, used, name = parts
+    owner = array_id if array_id in wanted else jid
+    if owner not in wanted:
+        return None
+    return owner, JobState(job_id=jid, name=name, state=state.split()[0] if state else "UNKNOWN", reason=reason,
+                           nodes=_blank(nodes), array_task=_blank(task),
+                           start=_blank(start), elapsed=_blank(used), source="squeue")
+
+
+def _sacct_rows(text: str, wanted: set[str]) -> dict[str, list[JobState]]:
+    out: dict[str, list[JobState]] = {}
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) < 8:
+            continue
+        raw, shown, state, exit_code, nodes, start, elapsed, name = parts[:8]
+        array_id, _, task = shown.partition("_")
+        owner = array_id if array_id in wanted else raw
+        if owner not in wanted:
+            continue
+        out.setdefault(owner, []).append(JobState(
+            job_id=raw, name=name, state=state.split()[0] if state else "UNKNOWN", reason="", exit_code=exit_code,
+            nodes=_blank(nodes), array_task=task if task.isdigit() else "", start=_blank(start), elapsed=elapsed,
+            source="sacct"))
+    return out
+
+
+def _elapsed(start: str, end: str) -> str:
+    import datetime as dt
+
+    try:
+        seconds = int((dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start)).total_seconds())
+    except ValueError:
+        return ""
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+def _jobcomp_rows(path: Path, wanted: set[str]) -> dict[str, list[JobState]]:
+    """jobcomp/filetxt: one `Key=Value ...` line per finished job; a requeued job's last line wins."""
+    latest: dict[str, dict[str, str]] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "JobId=" not in line:
+                    continue
+                fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+                jid, array_id = fields.get("JobId", ""), fields.get("ArrayJobId", "")
+                if jid in wanted or array_id in wanted:
+                    latest[jid] = fields
+    except OSError:
+        return {}
+    out: dict[str, list[JobState]] = {}
+    for jid, fields in latest.items():
+        array_id, task = fields.get("ArrayJobId", ""), _blank(fields.get("ArrayTaskId", ""))
+        owner = array_id if array_id in wanted else jid
+        out.setdefault(owner, []).append(JobState(
+            job_id=jid, name=fields.get("Name", ""), state=fields.get("JobState", "UNKNOWN"), reason="",
+            exit_code=fields.get("ExitCode", ""), nodes=_blank(fields.get("NodeList", "")),
+            array_task=task if task.isdigit() else "", start=_blank(fields.get("StartTime", "")),
+            elapsed=_elapsed(fields.get("StartTime", ""), fields.get("EndTime", "")), source="jobcomp"))
+    return out
+
+
 class CliSlurm:
     def __init__(self, retries: int = 3, retry_delay: float = 1.0, timeout: float = 60.0) -> None:
         self.retries = retries
         self.retry_delay = retry_delay
         self.timeout = timeout
+        self._conf: dict[str, str] | None = None
 
     # --- plumbing
     def _run(self, argv: list[str], *, retry: bool = True) -> subprocess.CompletedProcess[str]:
@@ -110,39 +187,52 @@ class CliSlurm:
         return proc.returncode == 0 and (f"JobId={job_id} " in proc.stdout or f"ArrayJobId={job_id} " in proc.stdout)
 
     def states(self, job_ids: list[str]) -> dict[str, list[JobState]]:
+        """The jobs' states (an array job: one entry per task). Slurm calls, whatever the number of jobs: one squeue
+        restricted to these ids, and at most one batched accounting query (sacct where slurmdbd exists, else the
+        job-completion record) for the jobs squeue no longer knows and the exit codes of finished ones."""
         wanted = set(job_ids)
         found: dict[str, list[JobState]] = {j: [] for j in job_ids}
-        # One squeue call for all jobs: it lists finished jobs too while Slurm keeps them (MinJobAge).
-        proc = self._run(["squeue", "--json", "--states=all"])
-        for job in json.loads(proc.stdout).get("jobs", []):
-            jid = str(job.get("job_id"))
-            array_id = str(job.get("array_job_id") or "")
-            owner = array_id if array_id in wanted and array_id != "0" else jid
-            if owner not in wanted:
-                continue
-            state = job.get("job_state")
-            if isinstance(state, list):  # Slurm >= 23.02 returns a list of flags
-                state = state[0] if state else "UNKNOWN"
-            raw_exit = job.get("exit_code")
-            exit_code = ""
-            if isinstance(raw_exit, int):  # 22.05: raw wait status
-                exit_code = f"{raw_exit >> 8}:{raw_exit & 0x7F}"
-            elif isinstance(raw_exit, dict):
-                rc = raw_exit.get("return_code")
-                exit_code = f"{rc.get('number', rc) if isinstance(rc, dict) else rc}:0"
-            task = job.get("array_task_id")
-            if isinstance(task, dict):
-                task = task.get("number") if task.get("set") else None
-            found[owner].append(JobState(
-                job_id=jid, name=str(job.get("name", "")), state=str(state), reason=str(job.get("state_reason", "")),
-                exit_code=exit_code, nodes=str(job.get("nodes", "")),
-                array_task="" if task in (None, "", 4294967294) else str(task),
-            ))
+        if not job_ids:
+            return found
+        proc = self._run(["squeue", "-h", "--states=all", "-j", ",".join(job_ids), "-o", _SQUEUE_FORMAT])
+        for line in proc.stdout.splitlines():
+            row = _squeue_row(line, wanted)
+            if row is not None:
+                found[row[0]].append(row[1])
+        need = [j for j, states in found.items() if not states or any(s.terminal for s in states)]
+        if need:
+            accounted = self._accounting(need)
+            for jid in need:
+                records = accounted.get(jid, [])
+                if not found[jid]:
+                    found[jid] = records
+                    continue
+                exit_codes = {r.job_id: r.exit_code for r in records}
+                found[jid] = [replace(s, exit_code=exit_codes.get(s.job_id, s.exit_code)) for s in found[jid]]
         for jid, states in found.items():
             if not states:
                 found[jid] = [JobState(job_id=jid, name="", state="UNKNOWN",
-                                       reason="Slurm no longer remembers this job (older than MinJobAge)")]
+                                       reason="Slurm no longer remembers this job (older than MinJobAge) and has "
+                                              "no accounting or job-completion record of it")]
         return found
+
+    def _config(self) -> dict[str, str]:
+        if self._conf is None:
+            self._conf = self.config()
+        return self._conf
+
+    def _accounting(self, job_ids: list[str]) -> dict[str, list[JobState]]:
+        """Final states from accounting: sacct when slurmdbd stores them, else jobcomp/filetxt's file; {} when the
+        cluster keeps neither."""
+        conf = self._config()
+        wanted = set(job_ids)
+        if not conf.get("AccountingStorageType", "accounting_storage/none").endswith("/none"):
+            proc = self._run(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "--format",
+                              "JobIDRaw,JobID,State,ExitCode,NodeList,Start,Elapsed,JobName"], retry=False)
+            return _sacct_rows(proc.stdout, wanted)
+        if conf.get("JobCompType") == "jobcomp/filetxt" and conf.get("JobCompLoc"):
+            return _jobcomp_rows(Path(conf["JobCompLoc"]), wanted)
+        return {}
 
     def release(self, job_id: str) -> None:
         self._run(["scontrol", "release", job_id])

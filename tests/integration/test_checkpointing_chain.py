@@ -108,7 +108,7 @@ def test_failing_preflight_cancels_the_benchmark_and_finalize_says_why(tmp_path)
     assert "preflight failed" in proc.stdout
     # Later, from the login node: each job with its state and reason, and why the run failed.
     status = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run)], capture_output=True, text=True)
-    assert status.returncode == 0, status.stderr
+    assert status.returncode == 1, status.stderr  # the chain's state: it failed
     assert "checkpointing  job" in status.stdout
     assert "CANCELLED  (DependencyNeverSatisfied)" in status.stdout
     assert f"preflight failed: see {run}/preflight/preflight.txt" in status.stdout

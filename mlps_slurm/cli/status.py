@@ -1,0 +1,113 @@
+"""`mlps-slurm status [RUN]`: one chain's jobs and array tasks (state, reason, nodes, start, elapsed), refreshed in
+place with --watch, as JSON with --json; without RUN the recent runs, one line each. The exit status is the
+chain's state (chain.STATUS_EXIT)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlps_slurm.chain import STATUS_EXIT, chain_status, describe_status, status_record
+from mlps_slurm.profile import ProfileError, load_profile
+from mlps_slurm.rundir import ManifestError, RunDirectory, read_json, resolve_run
+from mlps_slurm.slurm import SlurmUnreachable, get_backend
+
+EXIT_USAGE, EXIT_SLURM = 2, 3
+WATCH_INTERVAL_S = 5.0
+RECENT = 20
+
+
+def _error(message: str) -> None:
+    click.echo(f"mlps-slurm: error: {message}", err=True)
+
+
+def show(ref: str | None, profile_ref: str, overrides: list[str], as_json: bool, watch: bool) -> int:
+    try:
+        root = Path(load_profile(profile_ref, overrides).get("storage.results_dir")) \
+            if ref is None or not Path(ref).exists() else None
+        if ref is None:
+            return recent_runs(root, as_json)  # type: ignore[arg-type]
+        run = resolve_run(ref, root)
+    except (ProfileError, OSError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    backend = get_backend()
+    tty = sys.stdout.isatty()
+    last = None
+    while True:
+        try:
+            status = chain_status(run, backend)
+        except SlurmUnreachable as exc:
+            _error(str(exc))
+            return EXIT_SLURM
+        except (ManifestError, OSError, KeyError) as exc:
+            _error(f"{run.manifest_path}: {exc}" if isinstance(exc, KeyError) else str(exc))
+            return EXIT_USAGE
+        text = json.dumps(status_record(status), indent=1) + "\n" if as_json else describe_status(status)
+        if not watch:
+            click.echo(text, nl=False)
+            return STATUS_EXIT[status.state]
+        if text != last:
+            if tty and not as_json:
+                click.echo("\x1b[H\x1b[2J", nl=False)  # refresh in place on a terminal; a log gets each change
+            click.echo(text, nl=False)
+            last = text
+        if status.finished:
+            return STATUS_EXIT[status.state]
+        time.sleep(WATCH_INTERVAL_S)
+
+
+def _age(path: Path) -> str:
+    seconds = max(0, int(time.time() - path.stat().st_mtime))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def recent_runs(root: Path, as_json: bool) -> int:
+    """The newest runs under the results directory, from their own files (no Slurm call): id, benchmark, state
+    (the manifest's, or the finalize's status), verdict, age. A directory that is not a readable run is listed as
+    such, never a traceback."""
+    try:
+        entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                         key=lambda p: p.stat().st_mtime, reverse=True)[:RECENT]
+    except OSError as exc:
+        _error(f"{root}: cannot list runs ({exc.strerror or exc})")
+        return EXIT_USAGE
+    rows = []
+    for path in entries:
+        run = RunDirectory(path)
+        row: dict[str, Any] = {"run_id": path.name, "run_dir": str(path), "age": _age(path)}
+        try:
+            manifest = run.read_manifest()
+            row["benchmark"] = manifest.get("benchmark")
+            row["state"] = manifest.get("state", "?")
+            results = read_json(run.results_json) if run.results_json.is_file() else None
+            if isinstance(results, dict):
+                row["state"] = str(results.get("status", row["state"]))
+                row["verdict"] = results.get("verdict")
+        except (OSError, ValueError, ManifestError) as exc:
+            row.update(benchmark=None, state="unreadable", problem=str(exc))
+        rows.append(row)
+    if as_json:
+        click.echo(json.dumps({"results_dir": str(root), "runs": rows}, indent=1))
+        return 0
+    if not rows:
+        click.echo(f"no runs under {root}")
+        return 0
+    width = max(len(r["run_id"]) for r in rows)
+    click.echo(f"{'run':<{width}}  {'benchmark':<13} {'state':<11} {'verdict':<8} age")
+    for r in rows:
+        click.echo(f"{r['run_id']:<{width}}  {str(r.get('benchmark') or '-'):<13} {r['state']:<11} "
+                   f"{str(r.get('verdict') or '-'):<8} {r['age']}")
+    return 0
+
+
+__all__ = ["show", "recent_runs", "dt"]
