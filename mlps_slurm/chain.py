@@ -164,6 +164,22 @@ def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
         delay = min(delay * 2, 15.0)
 
 
+def cancel_chain(run: RunDirectory, backend: SlurmBackend) -> list[str]:
+    """Cancel the chain's jobs that have not ended (the finalize too: a cancelled chain is not reported as a run)
+    and record it in the manifest (when, which jobs); returns the keys cancelled."""
+    status = chain_status(run, backend)
+    live = [(key, jid) for key, jid, s in status.jobs if jid and s is not None and not s.terminal
+            and s.state != "UNKNOWN"]
+    backend.cancel([jid for _, jid in live])
+    manifest = run.read_manifest()
+    manifest.setdefault("cancellations", []).append(
+        {"at": dt.datetime.now(dt.timezone.utc).isoformat(), "jobs": {key: jid for key, jid in live}})
+    if live:
+        manifest["state"] = "cancelled"
+    run.write_manifest(manifest)
+    return [key for key, _ in live]
+
+
 def describe_status(status: ChainStatus) -> str:
     run = status.run
     lines = [f"run {run.run_id}  ({run.path})"]

@@ -229,7 +229,7 @@ class RunDirectory:
 def resolve_run(ref: str, results_root: Path | None = None) -> RunDirectory:
     """A run given as a path, or as a run id under results_root."""
     candidates = [Path(ref)]
-    if results_root is not None:
+    if results_root is not None and results_root / ref != Path(ref):
         candidates.append(results_root / ref)
     for c in candidates:
         rd = RunDirectory(c)

@@ -85,6 +85,17 @@ def status(run: str | None, profile_ref: str, overrides: tuple[str, ...], wait: 
 
 
 @main.command()
+@click.argument("run")
+@profile_options
+@click.option("--json", "as_json", is_flag=True, help="Print what was cancelled as one JSON document.")
+def cancel(run: str, profile_ref: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Cancel RUN's chain: every job that has not ended, the finalize included; the run directory records it."""
+    from mlps_slurm.cli.status import cancel_run
+
+    sys.exit(cancel_run(run, profile_ref, list(overrides), as_json))
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--output", "-O", type=click.Path(file_okay=False), default=None,
               help="Write verify.json and verify.txt into this directory (default: write nothing).")

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mlps_slurm.chain import STATUS_EXIT, chain_status, describe_status, status_record
+from mlps_slurm.chain import STATUS_EXIT, cancel_chain, chain_status, describe_status, status_record
 from mlps_slurm.profile import ProfileError, load_profile
 from mlps_slurm.rundir import ManifestError, RunDirectory, read_json, resolve_run
 from mlps_slurm.slurm import SlurmUnreachable, get_backend
@@ -76,7 +76,8 @@ def recent_runs(root: Path, as_json: bool) -> int:
     (the manifest's, or the finalize's status), verdict, age. A directory that is not a readable run is listed as
     such, never a traceback."""
     try:
-        entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        entries = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+                          and (p / "manifest.json").exists()),  # a run directory has a manifest, readable or not
                          key=lambda p: p.stat().st_mtime, reverse=True)[:RECENT]
     except OSError as exc:
         _error(f"{root}: cannot list runs ({exc.strerror or exc})")
@@ -110,4 +111,25 @@ def recent_runs(root: Path, as_json: bool) -> int:
     return 0
 
 
-__all__ = ["show", "recent_runs", "dt"]
+def cancel_run(ref: str, profile_ref: str, overrides: list[str], as_json: bool) -> int:
+    try:
+        root = Path(load_profile(profile_ref, overrides).get("storage.results_dir")) if not Path(ref).exists() \
+            else None
+        run = resolve_run(ref, root)
+        cancelled = cancel_chain(run, get_backend())
+    except SlurmUnreachable as exc:
+        _error(str(exc))
+        return EXIT_SLURM
+    except (ProfileError, ManifestError, OSError, KeyError) as exc:
+        _error(str(exc))
+        return EXIT_USAGE
+    if as_json:
+        click.echo(json.dumps({"run_id": run.run_id, "run_dir": str(run.path), "cancelled": cancelled}, indent=1))
+    elif cancelled:
+        click.echo(f"cancelled {', '.join(cancelled)} of {run.run_id}; recorded in {run.manifest_path}")
+    else:
+        click.echo(f"nothing to cancel: every job of {run.run_id} has ended")
+    return 0
+
+
+__all__ = ["show", "recent_runs", "cancel_run", "dt"]

@@ -107,3 +107,30 @@ def test_status_calls_are_constant_and_states_survive_squeue(tmp_path, counting_
         assert hidden["state"] == "FAILED" and code_hidden == 1
     finally:
         subprocess.run(["scancel", *small_ids, *array_ids], capture_output=True)
+
+
+def test_cancel_stops_what_has_not_ended_and_records_it(tmp_path):
+    run = render(tmp_path, "checkpointing", "--model", "llama3-8b", "--scale", "0.01")
+    ids = stand_in(run, 120, {})
+    try:
+        proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "cancel", str(run), "--json"], capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["cancelled"] == ["preflight", "checkpointing", "finalize"]
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["state"] == "cancelled" and set(manifest["cancellations"][0]["jobs"]) == {
+            "preflight", "checkpointing", "finalize"}
+        deadline = time.monotonic() + 60
+        while True:
+            doc = json.loads(subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run), "--json"],
+                                            capture_output=True, text=True, timeout=120).stdout)
+            if doc["finished"]:
+                break
+            assert time.monotonic() < deadline
+            time.sleep(1)
+        assert {j["state"] for j in doc["jobs"]} == {"CANCELLED"} and doc["state"] == "FAILED"
+        again = subprocess.run([sys.executable, "-m", "mlps_slurm", "cancel", str(run)], capture_output=True,
+                               text=True, timeout=120)
+        assert again.returncode == 0 and "nothing to cancel" in again.stdout
+    finally:
+        subprocess.run(["scancel", *ids], capture_output=True)
