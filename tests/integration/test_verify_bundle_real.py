@@ -40,7 +40,7 @@ def test_real_scaled_run_is_invalid_for_submission_and_bundles_only_when_allowed
     assert json.loads(json_path.read_text())["verdict"] == "INVALID" and "ckpt.scaled" in text_path.read_text()
 
     report = verify_runs([results])
-    assert report.exit_code == 0 and [r.run_id for r in report.runs] == [run.name]
+    assert report.exit_code == 4 and [r.run_id for r in report.runs] == [run.name]  # judged INVALID (scaled)
 
     with pytest.raises(BundleError, match="ckpt.scaled"):
         make_bundle([run], "local-dev", "localhost", tmp_path / "bundle")
