@@ -81,6 +81,15 @@ def open_(rule_id: str, message: str, expected: Any = None, actual: Any = None) 
     return Finding(rule_id, Verdict.OPEN, message, expected, actual)
 
 
+def full_size(rule_id: str, scale: float, full: str, scaled: str) -> Finding:
+    """The `<benchmark>.scaled` rule every benchmark has: --scale 1 is CLOSED (`full` says what is full-size), a
+    scaled run INVALID for submission (`scaled` says what --scale shrank)."""
+    if scale == 1:
+        return closed(rule_id, full, 1.0, scale)
+    return invalid(rule_id, f"scaled run (--scale {scale:g}): {scaled}fine for testing, INVALID for submission", 1.0,
+                   scale)
+
+
 def invalid(rule_id: str, message: str, expected: Any = None, actual: Any = None) -> Finding:
     return Finding(rule_id, Verdict.INVALID, message, expected, actual)
 

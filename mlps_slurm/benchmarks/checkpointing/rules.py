@@ -24,7 +24,7 @@ from mlps_slurm.benchmarks.checkpointing.catalog import (
     MAX_WRITE_READ_GAP_SECONDS,
     rank_shards,
 )
-from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
+from mlps_slurm.rules.core import Finding, Rule, closed, declare, full_size, invalid, open_, rule, run_rules
 
 CLOSED_ACCELERATORS = ("b200", "mi355")
 WHATIF_ACCELERATORS = ("h100", "a100")  # Rules.md Table 3: simulated in whatif only, never submitted
@@ -198,10 +198,7 @@ def check_accelerator_memory(subject: Subject) -> Finding:
                      "INVALID for submission")
 def check_scaled(subject: Subject) -> Finding:
     scale = _plan(subject).scale
-    if scale == 1:
-        return closed("ckpt.scaled", "full-size checkpoints", 1.0, scale)
-    return invalid("ckpt.scaled", f"scaled run (--scale {scale:g}): checkpoints are {scale:g} x the model's size; "
-                                  "fine for testing, INVALID for submission", 1.0, scale)
+    return full_size("ckpt.scaled", scale, "full-size checkpoints", f"checkpoints are {scale:g} x the model's size; ")
 
 
 def _param_key(key: str) -> str:

@@ -13,7 +13,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Union
 
-from mlps_slurm.rules.core import Finding, Rule, closed, declare, invalid, open_, rule, run_rules
+from mlps_slurm.rules.core import Finding, Rule, closed, declare, full_size, invalid, open_, rule, run_rules
 
 CLOSED_INDEXES = ("DISKANN", "HNSW", "AISAQ")
 OPEN_INDEXES = ("IVF_FLAT", "IVF_SQ8", "FLAT")
@@ -146,10 +146,7 @@ def check_run_count(subject: Subject) -> Finding:
 @rule("vdb.scaled", "the collection has its full size: a scaled run (--scale < 1) is INVALID for submission")
 def check_scaled(subject: Subject) -> Finding:
     scale = _plan(subject).scale
-    if scale == 1:
-        return closed("vdb.scaled", "full-size collection", 1.0, scale)
-    return invalid("vdb.scaled", f"scaled run (--scale {scale:g}): {scale:g} x the vectors; fine for testing, INVALID "
-                                 "for submission", 1.0, scale)
+    return full_size("vdb.scaled", scale, "full-size collection", f"{scale:g} x the vectors; ")
 
 
 PLAN_RULES: tuple[Rule, ...] = (check_index_type, check_backend, check_params, check_runtime, check_run_count,
