@@ -7,12 +7,15 @@ after the preflight, afterany for finalize), so the user can log out.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from mlps_slurm.plan_suite import member_key
 from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
+from mlps_slurm.steps.progress import describe as describe_progress, read_progress
 from mlps_slurm.slurm import Dependency, JobState, SlurmBackend, SlurmError, combined_state
 
 
@@ -75,11 +78,32 @@ def _record_member_jobs(run: RunDirectory, manifest: dict[str, Any]) -> None:
         member_run.write_manifest(m)
 
 
+_MEMBER_DIR = re.compile(r"runs/[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def progress_location(run: RunDirectory, manifest: dict[str, Any], key: str) -> tuple[Path, str] | None:
+    """Where the job `key` records its progress: (its run directory, its key there). A suite's workload job
+    ("training-unet3d.run") records in the workload's own run directory under its own key ("run"). The member
+    directory comes from the manifest, so it must look like one the suite planner makes."""
+    for member in manifest.get("request", {}).get("members", []) or []:
+        if not isinstance(member, dict):
+            continue
+        prefix = f"{member.get('name')}."
+        if key.startswith(prefix):
+            rel = str(member.get("dir", ""))
+            if not _MEMBER_DIR.fullmatch(rel) or ".." in rel:
+                return None
+            return run.path / rel, key[len(prefix):]
+    return run.path, key
+
+
 @dataclass(frozen=True)
 class ChainStatus:
     run: RunDirectory
     jobs: list[tuple[str, str, JobState | None]]  # (key, job id, state; an array's combined state)
     tasks: dict[str, list[JobState]] = field(default_factory=dict)  # every entry Slurm gave, per key
+    # What the running steps last reported (steps/progress.py), per (key, array task or None).
+    progress: dict[tuple[str, int | None], dict[str, Any]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -120,10 +144,16 @@ def status_record(status: ChainStatus) -> dict[str, Any]:
     jobs = []
     for key, jid, s in status.jobs:
         entry: dict[str, Any] = {"key": key, "job_id": jid, **(row(s) if s else {"state": "NOT SUBMITTED"})}
+        if (key, None) in status.progress:
+            entry["progress"] = status.progress[(key, None)]
         tasks = [t for t in status.tasks.get(key, []) if t.array_task.isdigit()]
         if tasks:
-            entry["tasks"] = [{"task": int(t.array_task), **row(t)} for t in sorted(tasks,
-                                                                                      key=lambda t: int(t.array_task))]
+            entry["tasks"] = []
+            for t in sorted(tasks, key=lambda t: int(t.array_task)):
+                task_entry = {"task": int(t.array_task), **row(t)}
+                if (key, int(t.array_task)) in status.progress:
+                    task_entry["progress"] = status.progress[(key, int(t.array_task))]
+                entry["tasks"].append(task_entry)
         jobs.append(entry)
     return {"run_id": status.run.run_id, "run_dir": str(status.run.path), "state": status.state,
             "finished": status.finished, "exit_code": STATUS_EXIT[status.state], "jobs": jobs,
@@ -137,11 +167,20 @@ def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
     states = backend.states(ids) if ids else {}
     rows: list[tuple[str, str, JobState | None]] = []
     tasks: dict[str, list[JobState]] = {}
+    progress: dict[tuple[str, int | None], dict[str, Any]] = {}
     for job in manifest["plan"]["jobs"]:
         jid = submitted.get(job["key"], {}).get("job_id", "")
         rows.append((job["key"], jid, combined_state(states[jid]) if jid in states else None))
         tasks[job["key"]] = list(states.get(jid, []))
-    return ChainStatus(run, rows, tasks)
+        where = progress_location(run, manifest, job["key"])
+        if where is None:
+            continue
+        task_ids = sorted({int(t.array_task) for t in tasks[job["key"]] if t.array_task.isdigit()})
+        for task in [None, *task_ids]:
+            record = read_progress(where[0], where[1], task)
+            if record is not None:
+                progress[(job["key"], task)] = record
+    return ChainStatus(run, rows, tasks, progress)
 
 
 def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
@@ -192,6 +231,14 @@ def describe_status(status: ChainStatus) -> str:
         where = "".join(f"  {label} {value}" for label, value in (("on", s.nodes), ("started", s.start),
                                                                   ("elapsed", s.elapsed)) if value)
         lines.append(f"  {i:02d} {key:<{width}} job {jid:<8} {s.state}{reason}{where}")
+        # The running steps' own progress: the job's, or each running array task's.
+        running = [(task, t) for t in status.tasks.get(key, []) if t.state == "RUNNING"
+                   for task in ([int(t.array_task)] if t.array_task.isdigit() else [None])]
+        for task, _ in running:
+            record = status.progress.get((key, task))
+            if record is not None:
+                label = f"task {task}" if task is not None else ""
+                lines.append(f"  {'':2} {'':<{width}} {label:<8} {describe_progress(record)}".rstrip())
     pre = run.preflight_report
     if pre.is_file():
         summary = read_json(pre)

@@ -16,6 +16,8 @@ class FakeSlurmBackend:
         self.fail_on_submit = fail_on_submit  # 0-based index of the sbatch call that fails
         self.forget = forget or set()  # job ids the "controller" claims not to know
         self._next = 100
+        self.given: dict[str, list[JobState]] = {}  # states a test sets; every other job is PENDING
+        self.state_calls = 0
 
     def ping(self) -> None:
         pass
@@ -33,7 +35,8 @@ class FakeSlurmBackend:
         return job_id not in self.forget and int(job_id) <= self._next
 
     def states(self, job_ids: list[str]) -> dict[str, list[JobState]]:
-        return {j: [JobState(j, "fake", "PENDING", "Dependency")] for j in job_ids}
+        self.state_calls += 1
+        return {j: self.given.get(j) or [JobState(j, "fake", "PENDING", "Dependency")] for j in job_ids}
 
     def release(self, job_id: str) -> None:
         self.released.append(job_id)

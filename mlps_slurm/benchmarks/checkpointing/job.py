@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Callable
 from mlps_slurm import __version__
 from mlps_slurm.rundir import atomic_write_text
 from mlps_slurm.steps.pagecache import evict
+from mlps_slurm.steps.progress import Progress
 from mlps_slurm.benchmarks.checkpointing.catalog import (
     DEFAULT_NUM_CHECKPOINTS_READ,
     DEFAULT_NUM_CHECKPOINTS_WRITE,
@@ -307,6 +308,9 @@ class Run:
         self.checkpoints: list[dict[str, Any]] = []  # rank 0 only
         self.cache_drop_error: str | None = None
         self.created_dirs: list[Path] = []
+        # `mlps-slurm status` shows rank 0's count: checkpoint 7/20 (write 7/10).
+        self.progress = Progress("checkpoints", settings.writes + settings.reads, "checkpoints") \
+            if self.rank == 0 else None
 
     def files(self, index: int) -> list[tuple[Path, int]]:
         return shard_files(self.settings.checkpoint_dir, index, self.shard)
@@ -326,6 +330,9 @@ class Run:
         if records is not None:
             self.checkpoints.append({"phase": phase, "index": index, "ranks": records})
             _report_line(phase, index, records)
+            if self.progress is not None:
+                count = self.settings.writes if phase == "write" else self.settings.reads
+                self.progress.update(len(self.checkpoints), f"{phase} {index + 1}/{count}", force=True)
 
     def write_phase(self) -> None:
         pattern = Pattern(self.settings.chunk_bytes)

@@ -29,6 +29,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -40,7 +41,8 @@ from typing import Any, Mapping
 from mlps_slurm import __version__
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.notes import CHOICES, DIFFERENCES
-from mlps_slurm.rundir import atomic_write_json
+from mlps_slurm.rundir import atomic_write_json, read_json
+from mlps_slurm.steps.progress import timed
 
 RANK_VARIABLES = ("SLURM_PROCID", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
 ERROR_FILE = "engine_error.json"
@@ -291,6 +293,19 @@ def _terminated(signum: int, frame: Any) -> None:
                      "passed, or another rank failed)")
 
 
+def trial_label(output_base: str, env: Mapping[str, str] = os.environ) -> str:
+    """"trial 2/3" for `status`, from the trial directory the plan named (trial_<t>) and the run's request."""
+    match = re.fullmatch(r"trial_(\d+)", Path(output_base).name)
+    if not match:
+        return ""
+    label = f"trial {int(match.group(1)) + 1}"
+    try:
+        trials = int(read_json(Path(env["MLPS_RUN_DIR"]) / "manifest.json")["request"]["trials"])
+    except (KeyError, OSError, ValueError, TypeError):
+        return label
+    return f"{label}/{trials}"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     rank = rank_from_env()
@@ -304,7 +319,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        (run_official if args.engine == "official" else run_builtin)(args, rank, seed, cache_dir, output, step)
+        engine = run_official if args.engine == "official" else run_builtin
+        if rank == 0:  # one progress record per trial: rank 0's window stands for every rank's
+            with timed("kv-cache trial", args.duration, trial_label(args.output_base)):
+                engine(args, rank, seed, cache_dir, output, step)
+        else:
+            engine(args, rank, seed, cache_dir, output, step)
     except BaseException as exc:  # the finalize must learn of every failure, KeyboardInterrupt too
         if args.engine == "builtin" and not args.keep_cache:
             try:

@@ -38,9 +38,11 @@ from mlps_slurm.benchmarks.training.dataset_lease import DatasetLock, take_lease
 from mlps_slurm.benchmarks.training.measure import IoMeter, drop_dataset_cache
 from mlps_slurm.benchmarks.training.output import resolved_config_problems
 from mlps_slurm.benchmarks.training.record import DATASIZE_FILE, training_record
-from mlps_slurm.benchmarks.training.shim import Mpi, StepError, guarded, install_tensorflow_stub, now, preload, run_dlio
+from mlps_slurm.benchmarks.training.shim import (Mpi, StepError, follow_training, guarded, install_tensorflow_stub, now,
+                                                 preload, run_dlio)
 from mlps_slurm.benchmarks.training.workload import (config_yaml, dataset_id, effective_workload, finish_config,
                                                      needs_tensorflow, phase_name, run_seed)
+from mlps_slurm.steps.progress import Progress
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json, run_record
 from mlps_slurm.rules.facts import client_memory
 
@@ -179,6 +181,8 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 guarded(mpi, out, "checking free space",
                         lambda: check_free_space(folder, int(request["dataset_bytes"])))
         mpi.comm.Barrier()
+        if mpi.rank == 0:  # DLIO's generators report nothing countable; status shows the phase and its age
+            Progress("datagen", None, "files").update(0, "generating the dataset", force=True)
         if config["dataset"]["format"] == "tfrecord":
             os.environ["PATH"] = f"{run.path / 'dlio' / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
         argv = eng.dlio_argv(args.config_dir, name, str(out), args.overrides)
@@ -239,6 +243,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     drops = mpi.comm.gather(drop, root=0)
     argv = eng.dlio_argv(args.config_dir, name, str(out), args.overrides)
     guarded(mpi, out, "importing DLIO", lambda: preload(config))
+    if mpi.rank == 0:
+        progress = Progress(f"run {task}", None, "steps")
+        progress.update(0, "starting DLIO", force=True)
+        follow_training(progress)
     meter = IoMeter()
     mpi.comm.Barrier()
     started, t0 = now(), time.monotonic()

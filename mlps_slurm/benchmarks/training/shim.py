@@ -58,6 +58,28 @@ def preload(config: dict[str, Any]) -> None:
         import torch.utils.data  # noqa: F401
 
 
+def follow_training(progress: Any) -> None:
+    """Feed `progress` (a mlps_slurm.steps.progress.Progress, rank 0 only) from DLIO's own training loop: its
+    StatsCounter hears of every epoch and every step, so wrapping those two methods gives "step 120/600, epoch 3/5"
+    without touching DLIO's files. The counts are DLIO's (steps per epoch from its StatsCounter.steps)."""
+    from dlio_benchmark.utils.statscounter import StatsCounter
+
+    start_train, batch_processed = StatsCounter.start_train, StatsCounter.batch_processed
+
+    def on_epoch(self: Any, epoch: int) -> Any:
+        epochs = int(self.args.epochs)
+        progress.total = max(1, int(self.steps)) * epochs
+        progress.update((epoch - 1) * int(self.steps), f"epoch {epoch}/{epochs}", force=True)
+        return start_train(self, epoch)
+
+    def on_step(self: Any, epoch: int, step: int, *args: Any, **kwargs: Any) -> Any:
+        progress.update((epoch - 1) * int(self.steps) + step)
+        return batch_processed(self, epoch, step, *args, **kwargs)
+
+    StatsCounter.start_train = on_epoch  # type: ignore[method-assign]
+    StatsCounter.batch_processed = on_step  # type: ignore[method-assign]
+
+
 def run_dlio(argv: list[str]) -> None:
     """DLIO's hydra entry point with these arguments; raises whatever DLIO raised."""
     os.environ["HYDRA_FULL_ERROR"] = "1"  # hydra re-raises the engine's exception instead of exiting with 1

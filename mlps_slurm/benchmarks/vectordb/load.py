@@ -14,6 +14,7 @@ import numpy as np
 
 from mlps_slurm.benchmarks.vectordb import dataset
 from mlps_slurm.benchmarks.vectordb.connect import Endpoint, MilvusUnavailable, _message
+from mlps_slurm.steps.progress import Progress
 
 VECTOR_FIELD = "vector"
 KEY_FIELD = "id"
@@ -39,7 +40,8 @@ def create_collection(client: Any, name: str, dimension: int, metric: str, shard
     client.create_collection(name, schema=schema, num_shards=shards, metric_type=metric)
 
 
-def insert_all(client: Any, name: str, r: Mapping[str, Any], num_vectors: int) -> dict[str, Any]:
+def insert_all(client: Any, name: str, r: Mapping[str, Any], num_vectors: int,
+               progress: Progress | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     calls = 0
     for number, first, rows in dataset.chunks(num_vectors, r["chunk_size"]):
@@ -48,6 +50,8 @@ def insert_all(client: Any, name: str, r: Mapping[str, Any], num_vectors: int) -
             hi = min(rows, lo + r["insert_batch_size"])
             client.insert(name, [{KEY_FIELD: first + i, VECTOR_FIELD: vectors[i]} for i in range(lo, hi)])
             calls += 1
+            if progress is not None:
+                progress.update(first + hi, "inserting")
     insert_s = time.perf_counter() - started
     started = time.perf_counter()
     client.flush(name)
@@ -55,7 +59,8 @@ def insert_all(client: Any, name: str, r: Mapping[str, Any], num_vectors: int) -
             "flush_s": time.perf_counter() - started}
 
 
-def build_index(client: Any, name: str, spec: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+def build_index(client: Any, name: str, spec: Mapping[str, Any], timeout: float,
+                progress: Progress | None = None) -> dict[str, Any]:
     """Create the index and wait until every row is indexed; a failed build or the timeout drops the index and
     raises with Milvus's reason (a build that fails is retried by the server forever: nothing else would end)."""
     params = client.prepare_index_params()
@@ -66,6 +71,8 @@ def build_index(client: Any, name: str, spec: Mapping[str, Any], timeout: float)
     while True:
         info = client.describe_index(name, VECTOR_FIELD)
         state = str(info.get("state", ""))
+        if progress is not None:
+            progress.update(int(info.get("indexed_rows") or 0), f"building the {spec['index_type']} index")
         if state == "Finished" and not info.get("pending_index_rows") \
                 and int(info.get("indexed_rows") or 0) >= int(info.get("total_rows") or 0):
             break
@@ -97,19 +104,21 @@ def run(client: Any, ep: Endpoint, r: Mapping[str, Any], settings: Mapping[str, 
     summary: dict[str, Any] = {"start": now_iso(), "collection": name, "num_vectors": n,
                                "dimension": r["dimension"], "distribution": r["distribution"], "seed": r["seed"],
                                "metric": r["metric"], "index_type": r["index"], "uri": ep.uri}
+    progress = Progress("load", n, "vectors")
     phase = "version"
     try:
         summary["server_version"] = client.get_server_version()
         phase = "create"
         create_collection(client, name, r["dimension"], r["metric"], r["num_shards"])
         phase = "insert"
-        summary.update(insert_all(client, name, r, n))
+        summary.update(insert_all(client, name, r, n, progress))
         phase = "index"
-        summary.update(build_index(client, name, settings["index_spec"], index_timeout))
+        summary.update(build_index(client, name, settings["index_spec"], index_timeout, progress))
     except LoadError:
         raise
     except Exception as exc:
         raise LoadError(f"{phase}: {ep.redact(_message(exc))}") from None
+    progress.update(n, "computing the ground truth", force=True)
     started = time.perf_counter()
     queries = dataset.query_vectors(r["seed"], r["recall_queries"], r["dimension"], r["distribution"])
     truth = dataset.ground_truth(r["seed"], n, r["chunk_size"], r["dimension"], r["distribution"], r["metric"],

@@ -22,6 +22,7 @@ import numpy as np
 
 from mlps_slurm.benchmarks.vectordb import dataset
 from mlps_slurm.benchmarks.vectordb.load import VECTOR_FIELD, LoadError, now_iso, write_json
+from mlps_slurm.steps.progress import Progress
 
 BARRIER_TIMEOUT_S = 600.0
 RECALL_BATCH = 100
@@ -46,6 +47,7 @@ def prepare(client: Any, settings: Mapping[str, Any], run_leaf: Path, load_timeo
     # A repeated task's barrier must not let its ranks through before all of them are ready again.
     shutil.rmtree(run_leaf / "ready", ignore_errors=True)
     run_leaf.mkdir(parents=True, exist_ok=True)
+    Progress("prepare", None, "s").update(0, "loading the collection", force=True)
     name = settings["collection"]
     load_start = time.time()
     started = time.perf_counter()
@@ -88,6 +90,9 @@ def query(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any], 
     client.search(name, data=[vectors[0]], limit=k, search_params=params, anns_field=VECTOR_FIELD)  # connection up
     _barrier(run_leaf, rank, size)
     latencies: list[float] = []
+    # rank 0 stands for all in `status`: seconds of the window, or its share of a fixed query count
+    progress = (Progress("queries", duration, "s") if per_rank is None else Progress("queries", per_rank, "queries")) \
+        if rank == 0 else None
     position = (rank * 7919) % len(vectors)  # ranks start at different queries
     sent = 0
     start_wall, start = time.time(), time.perf_counter()
@@ -100,7 +105,12 @@ def query(client: Any, settings: Mapping[str, Any], request: Mapping[str, Any], 
         latencies.append(time.perf_counter() - t0)
         position += n
         sent += n
+        if progress is not None:
+            progress.update(min(duration, time.perf_counter() - start) if per_rank is None else sent,
+                            "timed window" if per_rank is None else "rank 0's share")
     elapsed = time.perf_counter() - start
+    if progress is not None:
+        progress.update(progress.total or sent, "window closed; measuring recall", force=True)
     np.save(run_leaf / f"rank_{rank}.npy", np.asarray(latencies, dtype=np.float64))
     record = {"rank": rank, "host": socket.gethostname(), "node": os.environ.get("SLURMD_NODENAME"),
               "start": start_wall, "end": start_wall + elapsed,
