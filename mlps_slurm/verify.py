@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from mlps_slurm import __version__, benchmarks
+from mlps_slurm.progressbar import progress
 from mlps_slurm.rules.core import Finding, Verdict, combine, invalid
 from mlps_slurm.rules.loaders import Loaded, load_run
 from mlps_slurm.rundir import atomic_write_json, atomic_write_text
@@ -259,7 +260,12 @@ def verify_runs(paths: Sequence[str | os.PathLike[str]], submission: bool | None
     """Verify every run under `paths`. Submission-level checks run when `submission` is True, or (None) when the
     paths hold a submission tree."""
     roots, unused, in_tree = discover(paths)
-    runs = [verify_run(r) for r in roots]
+    runs: list[RunVerdict] = []
+    with progress("verify: reading runs", total=len(roots), unit="runs") as bar:  # a run's raw/ can be large
+        for root in roots:
+            bar.note(root.name)
+            runs.append(verify_run(root))
+            bar.advance()
     as_submission = in_tree if submission is None else submission
     for r in runs:
         if not r.usable:

@@ -11,10 +11,11 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from mlps_slurm.bundle.tarball import COPY_BUFFER, SUMS
 from mlps_slurm.bundle.tree import EXIT_OK, EXIT_REFUSED
+from mlps_slurm.progressbar import Progress, progress
 from mlps_slurm.verify import VerifyReport, verify_runs
 
 
@@ -68,6 +69,18 @@ def _parse_sums(text: str) -> tuple[dict[str, str], list[str]]:
     return sums, problems
 
 
+class _CountingReader:
+    """The compressed tarball as tarfile reads it, its position shown on the progress line."""
+
+    def __init__(self, raw: BinaryIO, bar: Progress) -> None:
+        self.raw, self.bar = raw, bar
+
+    def read(self, n: int = -1) -> bytes:
+        data = self.raw.read(n)
+        self.bar.advance(len(data))
+        return data
+
+
 def check_bundle(tarball: str | os.PathLike[str], workdir: str | os.PathLike[str] | None = None) -> BundleCheck:
     """Verify every checksum of a bundle tarball and re-run the rules on the bundled runs.
 
@@ -87,8 +100,12 @@ def check_bundle(tarball: str | os.PathLike[str], workdir: str | os.PathLike[str
         sums_text: str | None = None
         top: str | None = None
         try:
-            with tarfile.open(path, mode="r|gz") as tar:
+            with open(path, "rb") as raw, \
+                    progress("bundle --check: reading and hashing", total=os.fstat(raw.fileno()).st_size,
+                             unit="B") as bar, \
+                    tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:  # type: ignore[arg-type]
                 for member in tar:
+                    bar.note(member.name)
                     unsafe = _safe_member(member.name, top)
                     if unsafe:
                         check.problems.append(unsafe)

@@ -18,9 +18,10 @@ import struct
 import tarfile
 import zlib
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Callable, Iterable
+from typing import Any, BinaryIO, Callable
 
 from mlps_slurm.bundle.layout import Entry
+from mlps_slurm.progressbar import Progress, progress
 
 GZIP_LEVEL = 6  # gzip's (and so `tar czf`'s) default level
 BLOCK_BYTES = 1 << 20  # uncompressed bytes per parallel deflate block
@@ -97,13 +98,15 @@ class ParallelGzipWriter(io.RawIOBase):
 class _TeeReader:
     """Feeds the tar stream while hashing the bytes and copying them into the tree: one read per source byte."""
 
-    def __init__(self, src: BinaryIO, dest: BinaryIO, hasher: Any) -> None:
-        self.src, self.dest, self.hasher = src, dest, hasher
+    def __init__(self, src: BinaryIO, dest: BinaryIO, hasher: Any, bar: Progress | None = None) -> None:
+        self.src, self.dest, self.hasher, self.bar = src, dest, hasher, bar
 
     def read(self, n: int = -1) -> bytes:
         data = self.src.read(n)
         self.hasher.update(data)
         self.dest.write(data)
+        if self.bar is not None:
+            self.bar.advance(len(data))
         return data
 
 
@@ -118,14 +121,15 @@ def _tarinfo(name: str, size: int, mtime: float, mode: int, directory: bool = Fa
     return info
 
 
-def _sync_tree(root: Path, files: Iterable[Path]) -> None:
+def _sync_tree(root: Path, files: list[Path], bar: Progress) -> None:
     """Make the staged tree durable before the rename publishes it. One syncfs() flushes the whole filesystem the
-    tree lives on; where it is unavailable, fsync every file and directory."""
+    tree lives on; where it is unavailable, fsync every file and directory (counted on `bar`)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
         try:
             if libc.syncfs(fd) == 0:
+                bar.update(len(files))
                 return
         finally:
             os.close(fd)
@@ -137,6 +141,7 @@ def _sync_tree(root: Path, files: Iterable[Path]) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        bar.advance()
     for dirpath, _, _ in os.walk(root):
         fsync_dir(Path(dirpath))
 
@@ -159,54 +164,69 @@ def write_tree_and_tarball(entries: list[Entry], tree: Path, tarball: Path, top:
     sums: list[tuple[str, str]] = []
     written_dirs: set[str] = set()
     files: list[Path] = []
+    total = sum(_entry_size(e) for e in entries)
     with open(tarball, "wb") as raw_out:
         gz = ParallelGzipWriter(raw_out, level=level, workers=workers)
         try:
-            tar = tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER)
+            with progress("bundle: copy, hash, gzip", total=total, unit="B") as bar:
+                tar = tarfile.open(fileobj=gz, mode="w|", format=tarfile.PAX_FORMAT, copybufsize=COPY_BUFFER)
 
-            def add_dirs(arcname: str) -> None:
-                parts = PurePosixPath(arcname).parts[:-1]
-                for i in range(1, len(parts) + 1):
-                    d = "/".join(parts[:i])
-                    if d not in written_dirs:
-                        written_dirs.add(d)
-                        (tree / d).mkdir(exist_ok=True)
-                        tar.addfile(_tarinfo(f"{top}/{d}", 0, 0, 0o755, directory=True))
+                def add_dirs(arcname: str) -> None:
+                    parts = PurePosixPath(arcname).parts[:-1]
+                    for i in range(1, len(parts) + 1):
+                        d = "/".join(parts[:i])
+                        if d not in written_dirs:
+                            written_dirs.add(d)
+                            (tree / d).mkdir(exist_ok=True)
+                            tar.addfile(_tarinfo(f"{top}/{d}", 0, 0, 0o755, directory=True))
 
-            for entry in [*entries, None]:
-                if entry is None:  # last: the checksums of everything before
-                    text = "".join(f"{h}  {name}\n" for h, name in sorted(sums, key=lambda s: s[1]))
-                    entry = Entry(SUMS, data=text.encode())
-                if before_each is not None:
-                    before_each(entry)
-                add_dirs(entry.arcname)
-                dest_path = tree / entry.arcname
-                hasher = hashlib.sha256()
-                if entry.data is not None:
-                    src: BinaryIO = io.BytesIO(entry.data)
-                    size, mtime, mode = len(entry.data), dt.datetime.now().timestamp(), 0o644
-                else:
-                    assert entry.source is not None
-                    src = open(entry.source, "rb")
-                    st = os.fstat(src.fileno())
-                    size, mtime = st.st_size, st.st_mtime
-                    mode = 0o755 if st.st_mode & 0o111 else 0o644
-                try:
-                    with open(dest_path, "wb") as dest:
-                        info = _tarinfo(f"{top}/{entry.arcname}", size, mtime, mode)
-                        tar.addfile(info, _TeeReader(src, dest, hasher))
-                    os.chmod(dest_path, mode)
-                finally:
-                    src.close()
-                files.append(dest_path)
-                if entry.arcname != SUMS:
-                    sums.append((hasher.hexdigest(), entry.arcname))
-            tar.close()
-            gz.close()
+                for entry in [*entries, None]:
+                    if entry is None:  # last: the checksums of everything before
+                        text = "".join(f"{h}  {name}\n" for h, name in sorted(sums, key=lambda s: s[1]))
+                        entry = Entry(SUMS, data=text.encode())
+                    if before_each is not None:
+                        before_each(entry)
+                    bar.note(entry.arcname)
+                    add_dirs(entry.arcname)
+                    dest_path = tree / entry.arcname
+                    hasher = hashlib.sha256()
+                    if entry.data is not None:
+                        src: BinaryIO = io.BytesIO(entry.data)
+                        size, mtime, mode = len(entry.data), dt.datetime.now().timestamp(), 0o644
+                    else:
+                        assert entry.source is not None
+                        src = open(entry.source, "rb")
+                        st = os.fstat(src.fileno())
+                        size, mtime = st.st_size, st.st_mtime
+                        mode = 0o755 if st.st_mode & 0o111 else 0o644
+                    try:
+                        with open(dest_path, "wb") as dest:
+                            info = _tarinfo(f"{top}/{entry.arcname}", size, mtime, mode)
+                            tar.addfile(info, _TeeReader(src, dest, hasher, bar))
+                        os.chmod(dest_path, mode)
+                    finally:
+                        src.close()
+                    files.append(dest_path)
+                    if entry.arcname != SUMS:
+                        sums.append((hasher.hexdigest(), entry.arcname))
+                tar.close()
+                gz.close()  # the last blocks are compressed here
         except BaseException:
             gz.abort()
             raise
-        raw_out.flush()
-        os.fsync(raw_out.fileno())
-    _sync_tree(tree, files)
+        with progress("bundle: syncing to disk", total=len(files), unit="files") as bar:
+            raw_out.flush()
+            os.fsync(raw_out.fileno())
+            _sync_tree(tree, files, bar)
     return len(files)
+
+
+def _entry_size(entry: Entry) -> int:
+    """Bytes the entry adds to the tree, for the progress line (0 for a source that cannot be read now: opening it
+    reports the problem)."""
+    if entry.data is not None:
+        return len(entry.data)
+    try:
+        return os.stat(entry.source).st_size if entry.source is not None else 0
+    except OSError:
+        return 0
