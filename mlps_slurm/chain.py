@@ -13,6 +13,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from mlps_slurm.attempts import attempt_ids, merged_states
 from mlps_slurm.plan_suite import member_key
 from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
 from mlps_slurm.steps.progress import describe as describe_progress, read_progress
@@ -163,15 +164,17 @@ def status_record(status: ChainStatus) -> dict[str, Any]:
 def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
     manifest = run.read_manifest()
     submitted = manifest.get("jobs", {})
-    ids = [j["job_id"] for j in submitted.values()]
+    ids = [i for record in submitted.values() for i in attempt_ids(record)]  # resumed jobs: every attempt
     states = backend.states(ids) if ids else {}
     rows: list[tuple[str, str, JobState | None]] = []
     tasks: dict[str, list[JobState]] = {}
     progress: dict[tuple[str, int | None], dict[str, Any]] = {}
     for job in manifest["plan"]["jobs"]:
-        jid = submitted.get(job["key"], {}).get("job_id", "")
-        rows.append((job["key"], jid, combined_state(states[jid]) if jid in states else None))
-        tasks[job["key"]] = list(states.get(jid, []))
+        record = submitted.get(job["key"], {})
+        jid = record.get("job_id", "")
+        entries = merged_states(record, states) if jid in states else []
+        rows.append((job["key"], jid, combined_state(entries) if entries else None))
+        tasks[job["key"]] = entries
         where = progress_location(run, manifest, job["key"])
         if where is None:
             continue

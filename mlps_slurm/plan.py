@@ -27,6 +27,10 @@ class JobSpec:
     context: dict[str, Any]
     pin_to_preflight: bool = False  # a benchmark job: runs only on the nodes the preflight validated
     sbatch_args: tuple[str, ...] = ()  # extra sbatch command-line arguments (profile slurm.extra_sbatch_args)
+    # What the job writes inside its run directory (paths relative to it; "{task}" is the array task, two digits):
+    # `resume` sets these aside before a job or task runs again, so its new attempt starts clean and the finalize
+    # never mixes a failed attempt's files into the results.
+    outputs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,7 @@ def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
         sbatch=tuple(sbatch_directives(profile, run_dir, "preflight", "preflight", benchmark_job=False)
                      + [f"--nodes={nodes}", "--ntasks-per-node=1"]),
         dependencies=(),
+        outputs=("preflight",),
         context={**base,
                  "node_check": per_node_command(profile, run_dir, nodes, [
                      python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
@@ -230,6 +235,7 @@ def finalize_job(profile: SiteProfile, run_dir: str, python: str, base: dict[str
         sbatch=tuple(sbatch_directives(profile, run_dir, "finalize", "finalize", benchmark_job=False)
                      + ["--nodes=1", "--ntasks=1"]),
         dependencies=(("afterany", after),),
+        outputs=("results",),
         context={**base, "finalize": batch_host_command(profile, run_dir, [
             python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
     )

@@ -167,7 +167,7 @@ def write_manifest(plan: Plan, profile: SiteProfile, run: RunDirectory, scripts:
         "plan": {
             "notes": list(plan.notes),
             "jobs": [{"key": j.key, "script": name, "sbatch": list(j.sbatch), "sbatch_args": list(j.sbatch_args),
-                      "pin_to_preflight": j.pin_to_preflight,
+                      "pin_to_preflight": j.pin_to_preflight, "outputs": list(j.outputs),
                       "dependencies": [[kind, list(keys)] for kind, keys in j.dependencies]}
                      for j, name in zip(plan.jobs, scripts)],
         },

@@ -32,7 +32,12 @@ class ManifestError(ValueError):
 def raw_path(run_dir: str, tree_name: str, model: str) -> str:
     """Where a benchmark's engine output lives in a run directory: raw/<benchmark>/<model> (strings: plans are
     pure and the directory does not exist yet)."""
-    return f"{run_dir.rstrip('/')}/raw/{tree_name}/{model}"
+    return f"{run_dir.rstrip('/')}/{raw_relpath(tree_name, model)}"
+
+
+def raw_relpath(tree_name: str, model: str) -> str:
+    """raw/<benchmark>/<model>, relative to the run directory (a job's declared outputs are relative)."""
+    return f"raw/{tree_name}/{model}".rstrip("/")
 
 
 def run_record(manifest: dict[str, Any]) -> dict[str, Any]:

@@ -139,6 +139,9 @@ class Benchmark:
     suite_models: tuple[str, ...] = ()  # suite.<name>.models default
     wait_timeout_s: float = 86400  # `submit <name> --wait`: how long to wait by default
     in_default_suite: bool = True  # listed in suite.benchmarks' default (`submit all` without a profile choice)
+    # `resume`: a job that runs again needs these jobs to run again first (job key -> keys), because what they made
+    # does not outlive the chain (vectordb: the finalize removes the collection a run queries).
+    resume_requires: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     def part(self, module: str) -> ModuleType:
         """A module of the benchmark's package (request, plan, finalize, rules, results, bundle, ...)."""

@@ -96,6 +96,20 @@ def cancel(run: str, profile_ref: str, overrides: tuple[str, ...], as_json: bool
 
 
 @main.command()
+@click.argument("run")
+@profile_options
+@click.option("--dry-run", is_flag=True, help="Print what would run again and what is kept; submit nothing.")
+@click.option("--json", "as_json", is_flag=True, help="Print the resume (jobs, tasks, new job ids) as JSON.")
+def resume(run: str, profile_ref: str, overrides: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Run again only what did not complete in RUN's ended chain: a new preflight, the failed or cancelled jobs
+    and array tasks, and a new finalize, in the same run directory. What completed is kept; what the failed
+    attempt left is moved to attempts/<n>/."""
+    from mlps_slurm.cli.status import resume_run
+
+    sys.exit(resume_run(run, profile_ref, list(overrides), dry_run, as_json))
+
+
+@main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--output", "-O", type=click.Path(file_okay=False), default=None,
               help="Write verify.json and verify.txt into this directory (default: write nothing).")

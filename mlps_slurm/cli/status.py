@@ -16,7 +16,7 @@ import click
 from mlps_slurm.chain import STATUS_EXIT, cancel_chain, chain_status, describe_status, status_record
 from mlps_slurm.profile import ProfileError, load_profile
 from mlps_slurm.rundir import ManifestError, RunDirectory, read_json, resolve_run
-from mlps_slurm.slurm import SlurmUnreachable, get_backend
+from mlps_slurm.slurm import SlurmError, SlurmUnreachable, get_backend
 
 EXIT_USAGE, EXIT_SLURM = 2, 3
 WATCH_INTERVAL_S = 5.0
@@ -132,4 +132,39 @@ def cancel_run(ref: str, profile_ref: str, overrides: list[str], as_json: bool) 
     return 0
 
 
-__all__ = ["show", "recent_runs", "cancel_run", "dt"]
+def resume_run(ref: str, profile_ref: str, overrides: list[str], dry_run: bool, as_json: bool) -> int:
+    from mlps_slurm.resume import ResumeError, resume_chain
+
+    run: RunDirectory | None = None
+    try:
+        root = Path(load_profile(profile_ref, overrides).get("storage.results_dir")) if not Path(ref).exists() \
+            else None
+        run = resolve_run(ref, root)
+        plan = resume_chain(run, get_backend(), dry_run=dry_run)
+    except SlurmUnreachable as exc:
+        _error(str(exc))
+        return EXIT_SLURM
+    except SlurmError as exc:
+        _error(f"{exc}; nothing was resumed (the run directory is as it was)")
+        return EXIT_SLURM
+    except (ResumeError, ProfileError, ManifestError, OSError, KeyError) as exc:
+        if isinstance(exc, KeyError) and run is not None:
+            _error(f"{run.manifest_path}: no {exc} entry; the manifest is damaged and the run cannot be resumed")
+        else:
+            _error(str(exc))
+        return EXIT_USAGE
+    assert run is not None
+    if as_json:
+        click.echo(json.dumps({"run_id": run.run_id, "run_dir": str(run.path), "dry_run": dry_run,
+                               **plan.record()}, indent=1))
+        return 0
+    click.echo(plan.describe())
+    if dry_run:
+        click.echo("dry run: nothing submitted")
+    else:
+        click.echo("submitted " + ", ".join(f"{k} {i}" for k, i in plan.job_ids.items())
+                   + f"\nfollow it with: mlps-slurm status {run.path}")
+    return 0
+
+
+__all__ = ["show", "recent_runs", "cancel_run", "resume_run", "dt"]

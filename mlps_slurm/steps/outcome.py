@@ -7,6 +7,7 @@ import datetime as dt
 import os
 from typing import Any, Callable
 
+from mlps_slurm.attempts import attempt_ids, merged_states
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json, run_record
 
 
@@ -41,14 +42,17 @@ def job_states(manifest: dict[str, Any], arrays: tuple[str, ...] | None = None) 
     one entry per task."""
     if arrays is None:
         arrays = array_jobs(manifest)
-    jobs = {key: job["job_id"] for key, job in manifest.get("jobs", {}).items()
-            if job.get("job_id") and job["job_id"] != os.environ.get("SLURM_JOB_ID")}
+    records = {key: job for key, job in manifest.get("jobs", {}).items()
+               if job.get("job_id") and job["job_id"] != os.environ.get("SLURM_JOB_ID")}
+    jobs = {key: job["job_id"] for key, job in records.items()}
     if not jobs:
         return {}
     try:
         from mlps_slurm.slurm import get_backend
 
-        states = get_backend().states(list(jobs.values()))
+        # A resumed job: every attempt's id, merged (an array task from the newest attempt that ran it).
+        raw = get_backend().states([i for record in records.values() for i in attempt_ids(record)])
+        states = {jobs[key]: merged_states(record, raw) for key, record in records.items()}
     except Exception as exc:  # the report matters more than the states; record why they are missing
         return {key: {"job_id": jid, "state": "UNKNOWN", "reason": f"could not query Slurm: {exc}"}
                 for key, jid in jobs.items()}

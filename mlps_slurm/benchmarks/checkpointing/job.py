@@ -176,6 +176,15 @@ def filesystem_problems(settings: Settings, rank: int, host: str) -> list[str]:
     problems = []
     # The engine deletes the ckpt_* directories at the end; it must never take someone else's for its own.
     leftovers = sorted(p.name for p in settings.checkpoint_dir.glob("ckpt_*"))
+    if leftovers and os.environ.get("MLPS_RESUME_ATTEMPT", "").isdigit():
+        # `mlps-slurm resume` runs this job again; the directory is the run's own (<checkpoint_dir>/<run id>), so
+        # what is there is the earlier attempt's partial write phase, which this attempt writes again from 0.
+        for name in leftovers:
+            shutil.rmtree(settings.checkpoint_dir / name, ignore_errors=True)
+        print(f"{PROG}: resumed attempt {os.environ['MLPS_RESUME_ATTEMPT']}: removed the earlier attempt's "
+              f"{', '.join(leftovers[:4])}{' ...' if len(leftovers) > 4 else ''} in {settings.checkpoint_dir}",
+              flush=True)
+        leftovers = sorted(p.name for p in settings.checkpoint_dir.glob("ckpt_*"))
     if leftovers:
         problems.append(f"checkpoint dir {settings.checkpoint_dir} already holds {', '.join(leftovers[:4])}"
                         f"{' ...' if len(leftovers) > 4 else ''} from an earlier run; remove them or use an "

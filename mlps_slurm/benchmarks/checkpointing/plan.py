@@ -14,7 +14,7 @@ from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
 from mlps_slurm.plan import (JobSpec, Plan, base_context, finalize_job, launcher_argv, preflight_job,
                              preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
-from mlps_slurm.rundir import raw_path
+from mlps_slurm.rundir import raw_path, raw_relpath
 
 
 def _nodes(request: CheckpointingRequest, profile: SiteProfile, nprocs: int) -> int:
@@ -64,6 +64,7 @@ def plan(request: CheckpointingRequest, profile: SiteProfile, *, run_id: str, ru
         sbatch=tuple(bench_sbatch),
         dependencies=() if request.skip_preflight else (("afterok", ("preflight",)),),
         pin_to_preflight=not request.skip_preflight,
+        outputs=(raw_relpath("checkpointing", model.name),),
         context={**base,
                  "raw_dir": raw,
                  "checkpoint_dir": checkpoint_dir,

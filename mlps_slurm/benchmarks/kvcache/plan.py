@@ -19,7 +19,7 @@ from mlps_slurm.plan import (JobSpec, Plan, base_context, client_nodes, finalize
                              preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import slurm_minutes
-from mlps_slurm.rundir import raw_path
+from mlps_slurm.rundir import raw_path, raw_relpath
 
 JOB_MODULE = "mlps_slurm.benchmarks.kvcache.job"
 MAX_CONTEXT_TOKENS = max(t.context_range[1] for t in cat.USER_TEMPLATES.values())
@@ -99,6 +99,7 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
             key=key, template="kvcache-option.sbatch.j2",
             sbatch=tuple(sbatch_directives(profile, run_dir, key, "run", benchmark_job=True) + bench_sbatch),
             dependencies=deps, pin_to_preflight=True,
+            outputs=(f"{raw_relpath('kv_cache', '')}/option_{number}",),
             context={**base, "env": engine_env, "option": number, "option_name": cat.OPTION_NAMES[number],
                      "delay_s": request.inter_option_delay if previous else 0, "trials": trials,
                      "launch": launch}))

@@ -24,7 +24,7 @@ from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, b
                              finalize_job,
                              launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
-from mlps_slurm.rundir import raw_path
+from mlps_slurm.rundir import raw_path, raw_relpath
 
 
 def _workload(request: TrainingRequest, to_run: bool = True) -> cat.TrainingWorkload:
@@ -170,6 +170,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
         sbatch=tuple(sbatch_directives(profile, run_dir, "datagen", "datagen", benchmark_job=True) + bench_sbatch),
         dependencies=(("afterok", ("preflight",)),),
         pin_to_preflight=True,
+        outputs=(f"{raw_relpath('training', w.model)}/datagen",),
         context={**base, "env": engine_env, "raw_dir": raw,
                  "prepare": batch_host_command(profile, run_dir, [*shim, "prepare", "--run-dir", run_dir]),
                  "launch": launch,
@@ -183,6 +184,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
                      + [f"--array=0-{cat.RUNS - 1}%1"]),
         dependencies=(("afterok", ("datagen",)),),
         pin_to_preflight=True,
+        outputs=(f"{raw_relpath('training', w.model)}/run/{{task}}",),
         context={**base, "env": engine_env, "runs": cat.RUNS, "output_root": f"{raw}/run",
                  "launch": launch,
                  "run": [*shim, "run", "--run-dir", run_dir, "--config-dir", config_dir, "--workload-base", name,

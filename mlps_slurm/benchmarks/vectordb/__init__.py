@@ -16,4 +16,7 @@ BENCHMARK = Benchmark(
     # Opt-in for `submit all` (suite.benchmarks): it needs a Milvus (embedded: about 1 GB of binaries and data per
     # run on the storage under test; DISKANN and AISAQ need an external server).
     in_default_suite=False,
+    # The finalize removes the embedded server's data (and the last run drops an external collection): a run
+    # task that runs again needs the load job to build the collection again.
+    resume_requires={"run": ("load",)},
 )

@@ -22,7 +22,7 @@ from mlps_slurm.plan import (JobSpec, Plan, ShellRef, base_context, batch_host_c
                              launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import slurm_minutes
-from mlps_slurm.rundir import raw_path
+from mlps_slurm.rundir import raw_path, raw_relpath
 
 JOB_MODULE = "mlps_slurm.benchmarks.vectordb.job"
 TREE = "vector_database"
@@ -128,6 +128,7 @@ def plan(request: VectorDbRequest, profile: SiteProfile, *, run_id: str, run_dir
         key="load", template="vectordb-load.sbatch.j2",
         sbatch=tuple(sbatch_directives(profile, run_dir, "load", "datagen", benchmark_job=True) + bench_sbatch),
         dependencies=(("afterok", ("preflight",)),), pin_to_preflight=True,
+        outputs=(f"{raw_relpath(TREE, request.index)}/datagen",),
         context={**base, "env": engine_env, "serve": serve, "output_dir": f"{raw}/datagen",
                  "load": batch_host_command(profile, run_dir, [
                      *job, "load", *connect, *common, "--output-dir", f"{raw}/datagen",
@@ -137,6 +138,7 @@ def plan(request: VectorDbRequest, profile: SiteProfile, *, run_id: str, run_dir
         sbatch=tuple(sbatch_directives(profile, run_dir, "run", "run", benchmark_job=True) + bench_sbatch
                      + [f"--array=0-{request.runs - 1}%1"]),
         dependencies=(("afterok", ("load",)),), pin_to_preflight=True,
+        outputs=(f"{raw_relpath(TREE, request.index)}/run/{{task}}",),
         context={**base, "env": engine_env, "serve": serve, "runs": request.runs, "output_root": f"{raw}/run",
                  "launch": launcher_argv(profile, ranks, run_dir),
                  "prepare": batch_host_command(profile, run_dir, [
