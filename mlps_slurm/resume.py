@@ -54,7 +54,7 @@ class ResumePlan:
         if self.kept:
             lines.append("keeps " + ", ".join(what(k, t) for k, t in self.kept.items()))
         if self.set_aside:
-            lines.append(f"moves {len(self.set_aside)} output(s) of the earlier attempt to attempts/{self.attempt}/")
+            lines.append(f"moves {len(self.set_aside)} output(s) of the earlier attempt to attempts/{self.attempt - 1}/")
         return "\n".join(lines)
 
     def record(self) -> dict[str, Any]:
@@ -259,6 +259,11 @@ def resume_chain(run: RunDirectory, backend: SlurmBackend, dry_run: bool = False
                                          "refusing to chain on it")
                 if live:
                     deps.append(Dependency(kind, tuple(ids[k] for k in live)))
+            if job.get("pin_to_preflight") and "preflight" in ids and not any(d.job_ids for d in deps):
+                # Its planned way to the preflight went through a job that completed (a training run array after
+                # its kept datagen): it must still wait for the new preflight, which pins it to the nodes it
+                # validated, and never start without it.
+                deps.append(Dependency("afterok", (ids["preflight"],)))
             extra = [f"--export=ALL,MLPS_RESUME_ATTEMPT={plan.attempt}"]
             if tasks is not None:
                 throttle = (array_tasks(job.get("sbatch", [])) or ([], ""))[1]

@@ -115,6 +115,9 @@ def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str
         "reasons": reasons,
         "notes": manifest.get("plan", {}).get("notes", []),
         "jobs": states,
+        # `mlps-slurm resume`: which jobs and array tasks ran again, in which attempt (none: one attempt)
+        "resumes": [{k: r.get(k) for k in ("attempt", "at", "rerun", "kept", "job_ids")}
+                    for r in manifest.get("resumes", []) or [] if isinstance(r, dict)],
         **fields,
         "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
@@ -175,4 +178,8 @@ def verdict_lines(results: dict[str, Any]) -> list[str]:
             lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
     lines += [f"  reason: {r}" for r in results.get("reasons", [])]
     lines += [f"  note: {n}" for n in results.get("notes", [])]
+    for r in results.get("resumes", []) or []:
+        again = ", ".join(f"{k} (tasks {','.join(map(str, t))})" if isinstance(t, list) else str(k)
+                          for k, t in (r.get("rerun") or {}).items())
+        lines.append(f"  note: resumed (attempt {r.get('attempt')}, {r.get('at')}): ran again {again}")
     return lines

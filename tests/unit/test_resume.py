@@ -141,6 +141,7 @@ def test_a_failed_checkpointing_job_runs_again_whole(tmp_path):
     (run.path / "progress" / "checkpointing.json").write_text("{}")
     plan = resume_chain(run, backend)
     assert plan.rerun == {"preflight": None, "checkpointing": None, "finalize": None} and plan.kept == {}
+    assert [d.render() for d in backend.submitted[-2][1]] == [f"afterok:{plan.job_ids['preflight']}"]
     assert not (engine_dir / "engine_error.0.json").exists()
     assert (run.path / "attempts" / "1" / "progress" / "checkpointing.json").is_file()
     assert (run.path / "pin-jobs.txt").read_text() == f"{plan.job_ids['checkpointing']}\n"
@@ -196,3 +197,33 @@ def test_array_syntax():
         array_tasks(["--array=0-5:2"])
     assert compress([4, 0, 1, 2, 7, 8]) == "0-2,4,7-8"
     assert compress([3]) == "3"
+
+
+def test_a_run_array_after_a_kept_datagen_still_waits_for_the_new_preflight(tmp_path):
+    """Training: the run array's planned dependency is the datagen; when the datagen is kept, the resumed array
+    must still wait for (and be pinned by) the new preflight, never start on unchecked nodes."""
+    from mlps_slurm.benchmarks.training.plan import plan as plan_training
+    from mlps_slurm.benchmarks.training.request import TrainingRequest
+    from mlps_slurm.profile import load_profile
+    from mlps_slurm.run import create_run
+
+    profile = load_profile("localhost", [f"storage.results_dir={tmp_path}", f"storage.data_dir={tmp_path}/d"])
+    run_id = "training-20261205-120000-abcdef"
+    p = plan_training(TrainingRequest(model="unet3d", accelerator="b200", accelerators_per_node=1, nodes=2),
+                      profile, run_id=run_id, run_dir=str(tmp_path / run_id), python="/usr/bin/python3")
+    run = create_run(p, profile, tmp_path)
+    backend = FakeSlurmBackend()
+    ids = submit_chain(run, backend)
+    backend.given.update({
+        ids["preflight"]: [done(ids["preflight"], "mlps-preflight")],
+        ids["datagen"]: [done(ids["datagen"], "mlps-datagen")],
+        ids["run"]: [done("201", "mlps-run", "0"),
+                     JobState(ids["run"], "mlps-run", "CANCELLED", "None", array_task="1-5%1")],
+        ids["finalize"]: [JobState(ids["finalize"], "mlps-finalize", "CANCELLED", "None")],
+    })
+    plan = resume_chain(run, backend)
+    assert plan.rerun == {"preflight": None, "run": [1, 2, 3, 4, 5], "finalize": None}
+    run_deps = [d.render() for d in backend.submitted[-2][1]]
+    assert run_deps == [f"afterok:{plan.job_ids['preflight']}"]
+    assert "--array=1-5%1" in backend.extra_args[-2]
+    assert run.pin_jobs.read_text() == f"{plan.job_ids['run']}\n"
