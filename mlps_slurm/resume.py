@@ -24,7 +24,7 @@ from typing import Any
 
 from mlps_slurm import benchmarks
 from mlps_slurm.chain import ChainStatus, _record_member_jobs, chain_status, progress_location
-from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
+from mlps_slurm.rundir import RunDirectory, attempt_dir, atomic_write_text, read_json
 from mlps_slurm.slurm import Dependency, SlurmBackend, SlurmError
 from mlps_slurm.steps.progress import progress_file
 
@@ -185,7 +185,7 @@ def _inside(run: RunDirectory, base: Path, rel: str) -> Path | None:
 
 
 def _set_aside(run: RunDirectory, manifest: dict[str, Any], plan: ResumePlan) -> list[tuple[Path, Path]]:
-    target = run.path / "attempts" / str(plan.attempt - 1)  # what attempt n-1 left
+    target = attempt_dir(run.path, plan.attempt - 1)  # what attempt n-1 left
     moves: list[tuple[Path, Path]] = []
     jobs = {j["key"]: j for j in manifest["plan"]["jobs"]}
     for key, tasks in plan.rerun.items():

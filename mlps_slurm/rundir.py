@@ -35,6 +35,11 @@ def raw_path(run_dir: str, tree_name: str, model: str) -> str:
     return f"{run_dir.rstrip('/')}/{raw_relpath(tree_name, model)}"
 
 
+def attempt_dir(run_dir: Path, attempt: int) -> Path:
+    """Where `mlps-slurm resume` sets aside what attempt `attempt` of a run left (attempts/<n>/, same layout)."""
+    return run_dir / "attempts" / str(attempt)
+
+
 def raw_relpath(tree_name: str, model: str) -> str:
     """raw/<benchmark>/<model>, relative to the run directory (a job's declared outputs are relative)."""
     return f"raw/{tree_name}/{model}".rstrip("/")

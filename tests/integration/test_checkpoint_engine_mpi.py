@@ -142,3 +142,66 @@ def test_a_rank_failing_mid_run_aborts_every_rank_instead_of_hanging(dirs):
     assert "error: rank 1 on " in result.stderr and "failed during write checkpoint 0" in result.stderr
     assert "File too large" in result.stderr and "rank_1.model.bin" in result.stderr
     assert not output.exists()
+
+
+def test_a_resumed_attempt_keeps_the_checkpoints_the_killed_one_completed(tmp_path):
+    """Attempt 1 is killed in its write phase; `resume` would move its raw directory to attempts/1/ and run the
+    job with MLPS_RESUME_ATTEMPT=2: the engine keeps the writes its journal proves complete, removes the partial
+    one, writes the rest and reads all back. A journal from another configuration keeps nothing."""
+    import shutil
+    import time
+
+    run_dir = tmp_path / "run"
+    checkpoint_dir, output = tmp_path / "ckpt", run_dir / "raw" / "engine.json"
+    checkpoint_dir.mkdir()
+    output.parent.mkdir(parents=True)
+    journal = output.with_name("engine.journal.jsonl")
+    argv = engine(checkpoint_dir, output, writes=6, reads=2)
+    argv[argv.index("--seconds-between-checkpoints") + 1] = "0.5"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([*MPIRUN, "-np", str(NP), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, start_new_session=True)
+    deadline = time.monotonic() + TIMEOUT
+    while not (journal.is_file() and journal.read_text().count('"write"') >= 3):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    # Open MPI puts the ranks in their own process groups: kill them by their command line, then mpirun.
+    subprocess.run(["pkill", "-KILL", "-f", str(checkpoint_dir)], check=False)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    while subprocess.run(["pgrep", "-f", str(checkpoint_dir)], capture_output=True).returncode == 0:
+        assert time.monotonic() < deadline, "the killed attempt's ranks are still running"
+        time.sleep(0.05)
+    first = [json.loads(line) for line in journal.read_text().splitlines()[1:]]
+    done = len(first)
+    assert 3 <= done < 6 and [c["index"] for c in first] == list(range(done))
+    (checkpoint_dir / f"ckpt_{done}").mkdir(exist_ok=True)  # the write under way when it was killed
+    (checkpoint_dir / f"ckpt_{done}" / "rank_0.optim.bin").write_bytes(b"partial")
+    aside = run_dir / "attempts" / "1" / "raw"
+    aside.parent.mkdir(parents=True)
+    shutil.move(str(output.parent), str(aside))
+    output.parent.mkdir()
+
+    resumed = run_mpi(["-np", str(NP), *engine(checkpoint_dir, output, writes=6, reads=2)],
+                      env={"MLPS_RESUME_ATTEMPT": "2", "MLPS_RUN_DIR": str(run_dir)})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"keeps {done} write and 0 read checkpoint(s)" in resumed.stdout
+    raw = json.loads(output.read_text())
+    assert [(c["phase"], c["index"]) for c in raw["checkpoints"]] == \
+        [("write", i) for i in range(6)] + [("read", 0), ("read", 1)]
+    assert raw["checkpoints"][:done] == first  # the kept checkpoints' own timings, not redone
+    assert raw["resumed"] == {"attempt": 2, "kept_writes": done, "kept_reads": 0,
+                              "journal": str(aside / "engine.journal.jsonl")}
+    assert load_results(output)["write"]["count"] == 6  # the strict schema check accepts it
+    assert not any(checkpoint_dir.iterdir())  # every checkpoint removed at the end, the kept ones included
+
+    # another configuration (other reads): its checkpoints are not this run's, nothing is kept
+    shutil.rmtree(run_dir / "attempts")
+    (run_dir / "attempts" / "1").mkdir(parents=True)
+    shutil.move(str(output.parent), str(aside))
+    output.parent.mkdir()
+    again = run_mpi(["-np", str(NP), *engine(checkpoint_dir, output, writes=6, reads=3)],
+                    env={"MLPS_RESUME_ATTEMPT": "2", "MLPS_RUN_DIR": str(run_dir)})
+    assert again.returncode == 0, again.stderr
+    assert "keeps 0 write and 0 read checkpoint(s)" in again.stdout and "resumed" not in json.loads(
+        output.read_text())

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from mlps_slurm import __version__
 from mlps_slurm.rundir import atomic_write_text
+from mlps_slurm.benchmarks.checkpointing.journal import Journal, Kept, journal_header, journal_path, resume_state, \
+    resumed_attempt
 from mlps_slurm.steps.pagecache import evict
 from mlps_slurm.steps.progress import Progress
 from mlps_slurm.benchmarks.checkpointing.catalog import (
@@ -176,16 +178,9 @@ def filesystem_problems(settings: Settings, rank: int, host: str) -> list[str]:
     problems = []
     # The engine deletes the ckpt_* directories at the end; it must never take someone else's for its own.
     leftovers = sorted(p.name for p in settings.checkpoint_dir.glob("ckpt_*"))
-    if leftovers and os.environ.get("MLPS_RESUME_ATTEMPT", "").isdigit():
-        # `mlps-slurm resume` runs this job again; the directory is the run's own (<checkpoint_dir>/<run id>), so
-        # what is there is the earlier attempt's partial write phase, which this attempt writes again from 0.
-        for name in leftovers:
-            shutil.rmtree(settings.checkpoint_dir / name, ignore_errors=True)
-        print(f"{PROG}: resumed attempt {os.environ['MLPS_RESUME_ATTEMPT']}: removed the earlier attempt's "
-              f"{', '.join(leftovers[:4])}{' ...' if len(leftovers) > 4 else ''} in {settings.checkpoint_dir}",
-              flush=True)
-        leftovers = sorted(p.name for p in settings.checkpoint_dir.glob("ckpt_*"))
-    if leftovers:
+    # `mlps-slurm resume` runs this job again: the directory is the run's own (<checkpoint_dir>/<run id>), so what
+    # is there is the earlier attempt's, which resume_state() keeps or removes.
+    if leftovers and resumed_attempt() is None:
         problems.append(f"checkpoint dir {settings.checkpoint_dir} already holds {', '.join(leftovers[:4])}"
                         f"{' ...' if len(leftovers) > 4 else ''} from an earlier run; remove them or use an "
                         "empty directory")
@@ -309,17 +304,26 @@ def drop_cache(paths: list[Path]) -> str | None:
 class Run:
     """One rank's view of the run. Rank 0 also collects every rank's timings."""
 
-    def __init__(self, comm: Intracomm, settings: Settings, host: str) -> None:
+    def __init__(self, comm: Intracomm, settings: Settings, host: str, kept: Kept | None = None) -> None:
         self.comm, self.settings, self.host = comm, settings, host
         self.rank = comm.rank
         self.shard = rank_shards(LLAMA3_MODELS[settings.model], comm.size, settings.scale)[self.rank]
         self.stage = "setup"  # where a failure happened, for the error message
-        self.checkpoints: list[dict[str, Any]] = []  # rank 0 only
+        self.kept = kept or Kept()
+        self.checkpoints: list[dict[str, Any]] = list(self.kept.records) if self.rank == 0 else []  # rank 0 only
         self.cache_drop_error: str | None = None
-        self.created_dirs: list[Path] = []
+        # kept checkpoints are this run's too: the clean-up at the end removes them
+        self.created_dirs: list[Path] = [settings.checkpoint_dir / f"ckpt_{k}" for k in range(self.kept.writes)]
+        self.journal: Journal | None = None
         # `mlps-slurm status` shows rank 0's count: checkpoint 7/20 (write 7/10).
         self.progress = Progress("checkpoints", settings.writes + settings.reads, "checkpoints") \
             if self.rank == 0 else None
+        if self.rank == 0:
+            self.stage = f"writing {journal_path(settings.output)}"
+            self.journal = Journal(journal_path(settings.output), journal_header(settings, comm.size),
+                                   self.checkpoints)
+            if self.progress is not None and self.checkpoints:
+                self.progress.update(len(self.checkpoints), "resumed", force=True)
 
     def files(self, index: int) -> list[tuple[Path, int]]:
         return shard_files(self.settings.checkpoint_dir, index, self.shard)
@@ -338,6 +342,8 @@ class Run:
         records = self.comm.gather(record, root=0)
         if records is not None:
             self.checkpoints.append({"phase": phase, "index": index, "ranks": records})
+            if self.journal is not None:
+                self.journal.append(self.checkpoints[-1])
             _report_line(phase, index, records)
             if self.progress is not None:
                 count = self.settings.writes if phase == "write" else self.settings.reads
@@ -346,7 +352,7 @@ class Run:
     def write_phase(self) -> None:
         pattern = Pattern(self.settings.chunk_bytes)
         chunk = self.settings.chunk_bytes
-        for k in range(self.settings.writes):
+        for k in range(self.kept.writes, self.settings.writes):
             ckpt_dir = self.settings.checkpoint_dir / f"ckpt_{k}"
             if self.rank == 0:  # before the starting barrier: creating the directory is not the checkpoint's I/O
                 self.stage = f"creating {ckpt_dir}"
@@ -366,7 +372,7 @@ class Run:
 
     def read_phase(self) -> None:
         buf = memoryview(bytearray(self.settings.chunk_bytes))
-        for k in range(self.settings.reads):
+        for k in range(self.kept.reads, self.settings.reads):
             files = self.files(k % self.settings.writes)
             self.timed("read", k, lambda: sum(read_file(p, n, buf) for p, n in files))
             # Reading filled the cache again; drop it so that a later read of the same checkpoint (reads > writes)
@@ -434,7 +440,12 @@ def execute(comm: Intracomm, run: Run) -> int:
             "num_checkpoints_read": s.reads, "seconds_between_checkpoints": s.seconds_between,
             "checkpoint_dir": str(s.checkpoint_dir), "chunk_bytes": s.chunk_bytes, "started": started,
             "ended": ended, "ranks": ranks, "checkpoints": run.checkpoints,
+            **({"resumed": {"attempt": resumed_attempt(), "kept_writes": run.kept.writes,
+                            "kept_reads": run.kept.reads, "journal": run.kept.source}} if run.kept.source else {}),
         })
+    if run.journal is not None:  # engine.json holds every checkpoint now; the journal only served a resume
+        run.journal.close()
+        run.journal.path.unlink(missing_ok=True)
     if s.keep_files:
         return 0
     # The measurement is complete and saved; files that cannot be removed are reported, not fatal.
@@ -471,11 +482,17 @@ def main(argv: list[str] | None = None) -> int:
             if len(problems) > MAX_REPORTED:  # e.g. a missing mount, reported once per node
                 print(f"{PROG}: error: ... and {len(problems) - MAX_REPORTED} more", file=sys.stderr)
         return EXIT_USAGE
-    run = Run(comm, settings, host)
+    run: Run | None = None
+    stage = "resuming from the earlier attempt's journal"
     try:
+        shards = rank_shards(LLAMA3_MODELS[settings.model], comm.size, settings.scale)
+        kept = resume_state(comm, settings, lambda k: [
+            f for shard in shards for f in shard_files(settings.checkpoint_dir, k, shard)])
+        stage = f"opening the journal {journal_path(settings.output)}"
+        run = Run(comm, settings, host, kept)
         return execute(comm, run)
     except Exception as exc:  # any rank's failure ends the job now; the others would wait in a barrier forever
-        _abort(comm, comm.rank, host, run.stage, exc, settings.checkpoint_dir)
+        _abort(comm, comm.rank, host, run.stage if run is not None else stage, exc, settings.checkpoint_dir)
         return EXIT_FAILED
 
 
