@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from mlps_slurm import benchmarks
-from mlps_slurm.chain import ChainStatus, _record_member_jobs, chain_status, progress_location
+from mlps_slurm.chain import _MEMBER_DIR, ChainStatus, _record_member_jobs, chain_status, progress_location
 from mlps_slurm.rundir import RunDirectory, attempt_dir, atomic_write_text, read_json
 from mlps_slurm.slurm import Dependency, SlurmBackend, SlurmError
 from mlps_slurm.steps.progress import progress_file
@@ -45,6 +45,9 @@ class ResumePlan:
     rerun: dict[str, list[int] | None]  # job key -> the array tasks to run again (None: the whole job)
     kept: dict[str, list[int] | None]  # what completed and stays (an array: its completed tasks)
     set_aside: list[tuple[Path, Path]] = field(default_factory=list)  # (what the failed attempt left, where to)
+    # A suite's workload runs: their copy of the old preflight report goes aside and the link to the suite's
+    # preflight comes back (the finalize copies the new report into them).
+    relink: list[Path] = field(default_factory=list)
     job_ids: dict[str, str] = field(default_factory=dict)  # after submission
 
     def describe(self) -> str:
@@ -159,6 +162,15 @@ def plan_resume(run: RunDirectory, manifest: dict[str, Any], status: ChainStatus
     attempt = len(manifest.get("resumes", []) or []) + 2  # the submission was attempt 1
     plan = ResumePlan(attempt=attempt, rerun=ordered, kept={k: kept[k] for k in keys if k in kept})
     plan.set_aside = _set_aside(run, manifest, plan)
+    if "preflight" in plan.rerun:
+        for member in manifest.get("request", {}).get("members", []) or []:
+            rel = str(member.get("dir", "")) if isinstance(member, dict) else ""
+            link = _inside(run, run.path, f"{rel}/preflight") if _MEMBER_DIR.fullmatch(rel) else None
+            if link is None:
+                raise ResumeError(f"{run.manifest_path}: workload directory {rel!r} is not inside the run")
+            if link.is_dir() and not link.is_symlink():
+                plan.set_aside.append((link, attempt_dir(run.path, plan.attempt - 1) / link.relative_to(run.path)))
+                plan.relink.append(link)
     return plan
 
 
@@ -212,14 +224,16 @@ def _set_aside(run: RunDirectory, manifest: dict[str, Any], plan: ResumePlan) ->
     return moves
 
 
-def _move(moves: list[tuple[Path, Path]], recreate: bool) -> list[tuple[Path, Path]]:
+def _move(moves: list[tuple[Path, Path]], relink: list[Path]) -> list[tuple[Path, Path]]:
     done = []
     for src, dst in moves:
         dst.parent.mkdir(parents=True, exist_ok=True)
         was_dir = src.is_dir() and not src.is_symlink()
         os.rename(src, dst)
         done.append((src, dst))
-        if recreate and was_dir:
+        if src in relink:
+            src.symlink_to(Path("..", "..", "preflight"))
+        elif was_dir:
             src.mkdir()  # the job of the new attempt finds its directory, empty
     return done
 
@@ -227,7 +241,9 @@ def _move(moves: list[tuple[Path, Path]], recreate: bool) -> list[tuple[Path, Pa
 def _move_back(done: list[tuple[Path, Path]]) -> None:
     for src, dst in reversed(done):
         try:
-            if src.is_dir() and not any(src.iterdir()):
+            if src.is_symlink():
+                src.unlink()
+            elif src.is_dir() and not any(src.iterdir()):
                 src.rmdir()
             os.rename(dst, src)
         except OSError:
@@ -246,7 +262,7 @@ def resume_chain(run: RunDirectory, backend: SlurmBackend, dry_run: bool = False
     moved: list[tuple[Path, Path]] = []
     now = dt.datetime.now(dt.timezone.utc).isoformat()
     try:
-        moved = _move(plan.set_aside, recreate=True)
+        moved = _move(plan.set_aside, plan.relink)
         held = None
         for key, tasks in plan.rerun.items():
             job = planned[key]

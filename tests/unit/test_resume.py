@@ -227,3 +227,48 @@ def test_a_run_array_after_a_kept_datagen_still_waits_for_the_new_preflight(tmp_
     assert run_deps == [f"afterok:{plan.job_ids['preflight']}"]
     assert "--array=1-5%1" in backend.extra_args[-2]
     assert run.pin_jobs.read_text() == f"{plan.job_ids['run']}\n"
+
+
+def test_a_suite_resumes_only_its_unfinished_workload(tmp_path):
+    """`submit all`: the checkpointing workload completed, training's run array stopped at task 2; only training's
+    missing tasks run again, and each workload run gets the link to the suite's new preflight back."""
+    import shutil
+
+    from mlps_slurm.rundir import RunDirectory
+    from mlps_slurm.run import create_run
+    from tests.unit.test_suite import make_plan
+
+    plan, profile = make_plan(tmp_path)
+    run = create_run(plan, profile, tmp_path / "runs")
+    backend = FakeSlurmBackend()
+    ids = submit_chain(run, backend)
+    members = {m["name"]: m for m in run.read_manifest()["request"]["members"]}
+    training = next(n for n in members if n.startswith("training"))
+    for key, jid in ids.items():
+        backend.given[jid] = [done(jid, key)]
+    backend.given[ids[f"{training}.run"]] = [done("301", "run", "0"), done("302", "run", "1"),
+                                            JobState("303", "run", "FAILED", "None", array_task="2"),
+                                            JobState(ids[f"{training}.run"], "run", "CANCELLED", "None",
+                                                     array_task="3-5%1")]
+    # what the first finalize left: each workload's own copy of the preflight report
+    (run.preflight / "preflight.json").write_text("{}")
+    for m in members.values():
+        link = run.path / m["dir"] / "preflight"
+        link.unlink()
+        shutil.copytree(run.preflight, link)
+    failed_leaf = run.path / members[training]["dir"] / "raw" / "training" / members[training]["model"] / "run" / "02"
+    failed_leaf.mkdir(parents=True)
+    (failed_leaf / "engine_error.0.json").write_text("{}")
+    result = resume_chain(run, backend)
+    assert result.rerun == {"preflight": None, f"{training}.run": [2, 3, 4, 5], "finalize": None}
+    assert not failed_leaf.joinpath("engine_error.0.json").exists()
+    aside = run.path / "attempts" / "1" / members[training]["dir"]
+    assert (aside / "raw" / "training" / members[training]["model"] / "run" / "02" / "engine_error.0.json").is_file()
+    for m in members.values():
+        member = RunDirectory(run.path / m["dir"])
+        assert member.preflight.is_symlink() and member.preflight.resolve() == run.preflight
+        assert (run.path / "attempts" / "1" / m["dir"] / "preflight" / "preflight.json").is_file()
+    # the workload's own manifest carries the new attempt, so its finalize reads both
+    own = RunDirectory(run.path / members[training]["dir"]).read_manifest()["jobs"]["run"]
+    assert own["job_id"] == result.job_ids[f"{training}.run"] and own["tasks"] == [2, 3, 4, 5]
+    assert own["earlier"][0]["job_id"] == ids[f"{training}.run"]
