@@ -9,6 +9,7 @@ import click
 
 from mlps_slurm.cli.derived import BenchmarkGroup, ContributedGroup
 from mlps_slurm.cli.options import profile_options
+from mlps_slurm.cli.schedule import schedule
 
 EXIT_USAGE, EXIT_SLURM = 2, 3
 
@@ -42,6 +43,9 @@ def submit() -> None:
 @main.group(cls=ContributedGroup)
 def datasize() -> None:
     """Dataset sizes the MLPerf Storage rules require."""
+
+
+main.add_command(schedule)
 
 
 @main.command()
