@@ -15,6 +15,8 @@ by this contract and imported only when a shared layer needs them:
     bundle.py    layout(run, base) -> (entries, timestamp dir, results.json dir): the run in a submission tree;
                  (optional) system_facts(runs) -> dict: what its runs add to the system description
     cli.py       (optional) COMMANDS: {group: [click commands]} it adds to the CLI (e.g. `datasize training`)
+    history.py   (optional) metrics(results) -> [Metric]: what `mlps-slurm history` records and compares, each with
+                 the per-checkpoint / per-run / per-trial samples its value is the mean of; versions(results) -> dict
 
 Nothing here imports click, the profile or the plan: the CLI derives its options from the request's fields, the
 profile schema its suite keys, and both stay fast to import.
@@ -126,6 +128,27 @@ def check_value(f: dataclasses.Field[Any], spec: Option, value: Any) -> None:
 
 
 @dataclass(frozen=True)
+class Metric:
+    """One figure of a finalized run for `mlps-slurm history`: `value` is the mean of `samples` (the values of each
+    checkpoint, run or trial it came from), whose spread tells the comparison what noise is."""
+
+    name: str  # e.g. "write_throughput", "option1.read_bandwidth"
+    value: float
+    unit: str
+    higher_is_better: bool
+    samples: tuple[float, ...] = ()
+
+
+def metric(name: str, unit: str, higher_is_better: bool, samples: Any) -> Metric | None:
+    """A Metric from its samples (values that are not finite numbers are left out); None when none is left."""
+    values = tuple(float(v) for v in samples or () if isinstance(v, (int, float)) and not isinstance(v, bool)
+                   and v == v and abs(v) != float("inf"))
+    if not values:
+        return None
+    return Metric(name, sum(values) / len(values), unit, higher_is_better, values)
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """One MLPerf Storage benchmark as the shared layers see it."""
 
@@ -187,6 +210,15 @@ class Benchmark:
 
     def table(self, results: Mapping[str, Any]) -> str:
         return self.part("report").table(results)  # type: ignore[no-any-return]
+
+    def history_metrics(self, results: Mapping[str, Any]) -> list[Metric]:
+        """The metrics `mlps-slurm history` records for a finalized run: history.py's metrics(results), or none."""
+        return list(self.part("history").metrics(results)) if self.has_part("history") else []
+
+    def history_versions(self, results: Mapping[str, Any]) -> dict[str, Any]:
+        """Engine and server versions a run's results name (history.py's versions(results)), or none."""
+        versions = getattr(self.part("history"), "versions", None) if self.has_part("history") else None
+        return {} if versions is None else dict(versions(results))
 
     # --- rules
     def plan_findings(self, request: Mapping[str, Any]) -> list[Any]:

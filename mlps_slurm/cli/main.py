@@ -8,6 +8,7 @@ from typing import NoReturn
 import click
 
 from mlps_slurm.cli.derived import BenchmarkGroup, ContributedGroup
+from mlps_slurm.cli.history import history
 from mlps_slurm.cli.options import profile_options
 from mlps_slurm.cli.schedule import schedule
 
@@ -43,6 +44,9 @@ def submit() -> None:
 @main.group(cls=ContributedGroup)
 def datasize() -> None:
     """Dataset sizes the MLPerf Storage rules require."""
+
+
+main.add_command(history)
 
 
 main.add_command(schedule)

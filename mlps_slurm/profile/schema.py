@@ -276,6 +276,10 @@ SCHEMA: dict[str, Field] = {
     # --- site templates
     "templates.dir": Field("str", None, "Directory of site templates that override packaged ones by file name "
                            "(searched before /etc/mlps-slurm/templates/).", nullable=True),
+    # --- `mlps-slurm history`: the database of finalized runs
+    "history.db": Field("str", None, "SQLite file of the run history (`mlps-slurm history`); null means "
+                        "<storage.results_dir>/history.sqlite.", nullable=True, pattern=ABS_OR_HOME,
+                        pattern_help="an absolute path (~ and $VAR allowed)", path=True),
     # --- who submits
     "submission.organization": Field("str", "unknown-org", "Submitting organization (MLPerf Storage submission "
                                      "tree).", pattern=_NAME, pattern_help=_NAME_HELP),
