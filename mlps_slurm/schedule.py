@@ -8,8 +8,11 @@ the entry is a tiny Slurm job, so the cluster runs it whoever is logged in) or e
 
 1. takes the schedule's lock (two firings never overlap; the loser records a skip);
 2. skips, and records why, while the previous run of the schedule is still queued or running;
-3. submits through the ordinary `mlps-slurm submit` (its own run directory, an ordinary run), recording the run;
-4. with `--keep N`, removes the schedule's runs older than its N newest, never one whose chain is still active and
+3. records the previous run, once finalized, in the history database and judges it against the runs before it
+   (`mlps-slurm history compare RUN --baseline last-N`): a regression is logged and makes the firing exit 6, so the
+   scrontab job shows FAILED and a site's Slurm mail or monitoring can alert;
+4. submits through the ordinary `mlps-slurm submit` (its own run directory, an ordinary run), recording the run;
+5. with `--keep N`, removes the schedule's runs older than its N newest, never one whose chain is still active and
    never a directory its log does not prove is that run (a run directory may be hostile).
 
 The state directory is $MLPS_STATE_DIR, else $XDG_STATE_HOME/mlps-slurm, else ~/.local/state/mlps-slurm: on a
@@ -90,6 +93,8 @@ class Schedule:
     argv: list[str]  # the mlps-slurm arguments each firing runs: ["submit", "all", ...]
     backend: str  # scrontab or crontab
     keep: int | None = None
+    baseline: int = 5  # each firing judges the previous run against this many runs before it (history)
+    history_db: str = ""  # where those runs are recorded; empty: history.sqlite beside the runs
     python: str = sys.executable
     env: dict[str, str] = field(default_factory=dict)  # what the firing needs from today's environment
     cwd: str = ""  # where `add` ran: relative paths in argv mean what they meant then
@@ -246,12 +251,13 @@ def _scron_enabled() -> bool:
 # --- add, list, remove ---------------------------------------------------------------------------------------------
 
 def add(state: Path, name: str, cron: str, argv: list[str], keep: int | None, backend: str | None = None,
-        slurm_options: list[str] | None = None, table: Table | None = None) -> Schedule:
+        slurm_options: list[str] | None = None, table: Table | None = None, baseline: int = 5,
+        history_db: str = "") -> Schedule:
     check_name(name)
     if keep is not None and keep < 1:
         raise ScheduleError(f"--keep {keep}: keep at least 1 run")
     spec = Schedule(name=name, cron=check_cron(cron), argv=check_argv(list(argv)), backend=pick_backend(backend),
-                    keep=keep, slurm_options=list(slurm_options or []),
+                    keep=keep, slurm_options=list(slurm_options or []), baseline=baseline, history_db=history_db,
                     env={k: os.environ[k] for k in ("PATH", "SLURM_CONF", "PYTHONPATH", "MLPS_STATE_DIR")
                          if os.environ.get(k)},
                     created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), cwd=os.getcwd())
@@ -358,6 +364,7 @@ def fire(state: Path, name: str, backend: Any = None,
             return _log(state, name, {"action": "skipped", "reason": "another firing of this schedule is under way"})
         backend = backend or get_backend()
         submitted = [e for e in read_log(state, name) if e.get("action") == "submitted"]
+        judged: dict[str, Any] | None = None
         if submitted:
             previous = _recorded_run(submitted[-1])
             if previous is not None:
@@ -368,17 +375,40 @@ def fire(state: Path, name: str, backend: Any = None,
                     return _log(state, name, {"action": "skipped", "previous_run": previous.run_id,
                                               "reason": f"the previous run {previous.run_id} is still "
                                                         f"{status.state.lower()} ({active})"})
+                judged = judge_previous(spec, previous)
         try:
             result = submit(spec)
         except ScheduleError as exc:
-            return _log(state, name, {"action": "failed", "reason": str(exc)})
+            return _log(state, name, {"action": "failed", "reason": str(exc),
+                                      **({"previous": judged} if submitted and judged else {})})
         entry = _log(state, name, {"action": "submitted", "run_id": result.get("run_id"),
-                                   "run_dir": result.get("run_dir"), "job_ids": result.get("jobs", {})})
+                                   "run_dir": result.get("run_dir"), "job_ids": result.get("jobs", {}),
+                                   **({"previous": judged} if submitted and judged else {})})
         if spec.keep:
             pruned = prune(state, name, spec.keep, backend)
             if pruned:
                 entry["pruned"] = pruned
         return entry
+
+
+def judge_previous(spec: Schedule, previous: RunDirectory) -> dict[str, Any] | None:
+    """Record the previous run in the history and compare it with the `spec.baseline` runs before it; what the log
+    keeps of it (None when it has no results yet). History problems are recorded, never fatal to the firing."""
+    from mlps_slurm.history import HistoryError, compare_to_baseline, record
+
+    if not previous.results_json.is_file():
+        return {"run_id": previous.run_id, "verdict": "no results", "regressed": False}
+    db = Path(spec.history_db) if spec.history_db else previous.path.parent / "history.sqlite"
+    try:
+        record(previous.path, db)
+        verdicts, regressed = compare_to_baseline(db, previous.run_id, spec.baseline)
+    except HistoryError as exc:
+        return {"run_id": previous.run_id, "verdict": "not judged", "regressed": False, "reason": str(exc)}
+    changed = [{"metric": v.name, "verdict": v.verdict, "change": v.change} for v in verdicts
+               if v.verdict != "within noise"]
+    return {"run_id": previous.run_id, "db": str(db), "regressed": regressed,
+            "verdict": "no baseline" if not verdicts else ("regression" if regressed else "no regression"),
+            "metrics": changed}
 
 
 def prune(state: Path, name: str, keep: int, backend: Any) -> list[str]:

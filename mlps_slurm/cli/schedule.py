@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-EXIT_USAGE, EXIT_SLURM = 2, 3
+EXIT_USAGE, EXIT_SLURM, EXIT_REGRESSION = 2, 3, 6
 
 
 def _error(message: str) -> None:
@@ -37,8 +37,9 @@ def _profile_of(argv: list[str]) -> tuple[str, list[str]]:
     return profile, overrides
 
 
-def firing_job_options(argv: list[str]) -> list[str]:
-    """#SCRON options of the firing job: the partition, account and QoS the profile gives small jobs."""
+def firing_job_options(argv: list[str]) -> tuple[list[str], str]:
+    """#SCRON options of the firing job (the partition, account and QoS the profile gives small jobs) and the
+    profile's history database (empty: beside the runs)."""
     from mlps_slurm.profile import load_profile
 
     profile = load_profile(*_profile_of(argv))
@@ -48,7 +49,7 @@ def firing_job_options(argv: list[str]) -> list[str]:
                         ("--qos", profile.get("slurm.qos"))):
         if value:
             options.append(f"{flag}={value}")
-    return options
+    return options, str(profile.get("history.db") or "")
 
 
 @click.group()
@@ -66,11 +67,14 @@ STATE_OPTION = click.option("--state-dir", type=click.Path(file_okay=False), def
               "Sundays at 02:00.")
 @click.option("--keep", type=click.IntRange(min=1), default=None,
               help="Keep only this schedule's N newest runs (older ones are removed once their chain ended).")
+@click.option("--baseline", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Each firing judges the previous run against this many runs before it (exit 6 on a "
+                   "regression).")
 @click.option("--backend", type=click.Choice(["scrontab", "crontab"]), default=None,
               help="Default: scrontab where the cluster enables it, else crontab on this host.")
 @STATE_OPTION
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
-def schedule_add(name: str, cron: str, keep: int | None, backend: str | None, state_dir: str | None,
+def schedule_add(name: str, cron: str, keep: int | None, baseline: int, backend: str | None, state_dir: str | None,
                  command: tuple[str, ...]) -> None:
     """Add schedule NAME: submit COMMAND (given after `--`) at each --cron time.
 
@@ -84,7 +88,9 @@ def schedule_add(name: str, cron: str, keep: int | None, backend: str | None, st
     argv = [a for a in command if a != "--"]
     try:
         check_argv(argv)
-        spec = add(_state(state_dir), name, cron, argv, keep, backend, firing_job_options(argv))
+        options, history_db = firing_job_options(argv)
+        spec = add(_state(state_dir), name, cron, argv, keep, backend, options, baseline=baseline,
+                   history_db=history_db)
     except (ScheduleError, ProfileError) as exc:
         _error(str(exc))
         sys.exit(EXIT_USAGE)
@@ -156,4 +162,10 @@ def schedule_fire(name: str, state_dir: str | None) -> None:
         _error(str(exc))
         sys.exit(EXIT_SLURM)
     click.echo(json.dumps(entry))
+    previous = entry.get("previous") or {}
+    if previous.get("regressed"):
+        click.echo(f"mlps-slurm: regression: {previous['run_id']} is slower than the runs before it: "
+                   + ", ".join(f"{m['metric']} {m['change'] * 100:+.1f} %" for m in previous.get("metrics", [])
+                               if m["verdict"] == "regression" and m.get("change") is not None), err=True)
+        sys.exit(EXIT_REGRESSION)
     sys.exit(1 if entry["action"] == "failed" else 0)

@@ -211,3 +211,35 @@ def test_listing_shows_the_last_firing_and_damaged_specs(tmp_path):
     rows = {r["name"]: r for r in sch.listing(state)}
     assert rows["nightly"]["runs"] == 1 and rows["nightly"]["last"]["action"] == "submitted"
     assert "unreadable schedule" in rows["broken"]["problem"]
+
+
+def test_a_firing_judges_the_previous_run_against_the_runs_before_it(tmp_path):
+    """The previous run, 30 % slower than the two before it, is recorded and flagged; the firing still submits."""
+    from mlps_slurm.history import record
+    from tests.unit.test_history import ckpt
+
+    root = tmp_path / "runs"
+    runs = [ckpt(root, 1), ckpt(root, 2), ckpt(root, 3, factor=0.70)]
+    for run in runs[:2]:
+        record(run, root / "history.sqlite")
+    state = tmp_path / "state"
+    sch.add(state, "nightly", "@daily", ARGV, keep=None, table=FakeTable(), baseline=2)
+    backend = FakeSlurmBackend()
+    manifest_path = runs[2] / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["jobs"] = {"checkpointing": {"job_id": "900"}}
+    manifest["plan"]["jobs"] = [{"key": "checkpointing", "script": "x", "dependencies": []}]
+    manifest_path.write_text(json.dumps(manifest))
+    backend.given["900"] = [JobState("900", "c", "COMPLETED", "None")]
+    (state / "schedules" / "nightly" / "firings.jsonl").write_text(json.dumps(
+        {"action": "submitted", "run_id": runs[2].name, "run_dir": str(runs[2])}) + "\n")
+    made: list = []
+    entry = sch.fire(state, "nightly", backend, _submitting(tmp_path, backend, made))
+    assert entry["action"] == "submitted" and made
+    judged = entry["previous"]
+    assert judged["run_id"] == runs[2].name and judged["regressed"] and judged["verdict"] == "regression"
+    assert {m["metric"]: m["verdict"] for m in judged["metrics"]} == {"write_throughput": "regression"}
+    # the next firing judges the new run (no results yet): nothing to flag
+    finish(backend, made[-1][1])
+    assert sch.fire(state, "nightly", backend, _submitting(tmp_path, backend, made))["previous"] == {
+        "run_id": made[0][0].run_id, "verdict": "no results", "regressed": False}
