@@ -125,11 +125,42 @@ def batch_host_command(profile: SiteProfile, run_dir: str, argv: list[str]) -> l
     return containers.get(profile.get("container.runtime")).batch_host_command(profile, run_dir, argv)
 
 
-def per_node_command(profile: SiteProfile, run_dir: str, nodes: int, argv: list[str]) -> list[str]:
+def per_node_command(profile: SiteProfile, run_dir: str, nodes: int, argv: list[str],
+                     step_options: tuple[str, ...] = ()) -> list[str]:
     """One task on each node of the allocation (srun: the scheduler's own tool, whatever the MPI launcher)."""
     from mlps_slurm import containers
 
-    return containers.get(profile.get("container.runtime")).per_node_command(profile, run_dir, nodes, argv)
+    return containers.get(profile.get("container.runtime")).per_node_command(profile, run_dir, nodes, argv,
+                                                                            step_options)
+
+
+HOST_METRICS_DIR = "hostmetrics"
+
+
+def host_metrics_command(profile: SiteProfile, run_dir: str, python: str, nodes: int, key: str,
+                         array: bool = False) -> list[str] | None:
+    """The host-metrics sampler of one benchmark job, one task on each of its nodes, writing into
+    <run_dir>/hostmetrics/<key>[.NN]/ (NN: the array task); None when the profile turns it off.
+
+    --ntasks: the job's own task count is in the environment srun reads; --overlap: the step shares the CPUs and
+    memory of the job's other steps, so it neither waits for nor takes the benchmark's; --mpi=none: it needs no MPI
+    set-up whatever the site's default plugin. The job script stops it with SIGUSR1, which srun forwards to the
+    tasks (on SIGTERM srun kills them before they can write their end snapshot)."""
+    if not profile.get("monitoring.host_metrics"):
+        return None
+    argv = [python, "-m", "mlps_slurm.steps.hostmetrics", "sample", "--out", f"{run_dir}/{HOST_METRICS_DIR}/{key}",
+            "--interval", f"{profile.get('monitoring.interval_s'):g}"]
+    if array:
+        argv += ["--task", ShellRef("SLURM_ARRAY_TASK_ID")]
+    return per_node_command(profile, run_dir, nodes, argv,
+                            (f"--ntasks={nodes}", "--overlap", "--mpi=none", "--job-name=hostmetrics"))
+
+
+def host_metrics_outputs(profile: SiteProfile, key: str, array: bool = False) -> tuple[str, ...]:
+    """The job's host-metrics directory among its outputs (set aside when `resume` runs the job again)."""
+    if not profile.get("monitoring.host_metrics"):
+        return ()
+    return (f"{HOST_METRICS_DIR}/{key}" + (".{task}" if array else ""),)
 
 
 def launcher_argv(profile: SiteProfile, num_tasks: int, run_dir: str) -> list[str]:

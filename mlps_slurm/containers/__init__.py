@@ -9,7 +9,7 @@ it for the names), so it can never be part of an import cycle.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Mapping, Protocol
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 from mlps_slurm.registry import ClassRegistry
 
@@ -41,9 +41,11 @@ class ContainerRuntime:
         """What the preflight must find on every node for this runtime."""
         return []
 
-    def per_node_command(self, profile: Settings, run_dir: str, nodes: int, argv: list[str]) -> list[str]:
-        """One task on each node of the allocation (srun: the scheduler's own tool, whatever the MPI launcher)."""
-        return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", *self.srun_options(profile, run_dir),
+    def per_node_command(self, profile: Settings, run_dir: str, nodes: int, argv: list[str],
+                         step_options: Sequence[str] = ()) -> list[str]:
+        """One task on each node of the allocation (srun: the scheduler's own tool, whatever the MPI launcher);
+        `step_options` are further srun options of this step (e.g. --overlap)."""
+        return ["srun", f"--nodes={nodes}", "--ntasks-per-node=1", *step_options, *self.srun_options(profile, run_dir),
                 *self.exec_prefix(profile, run_dir), *argv]
 
     def batch_host_command(self, profile: Settings, run_dir: str, argv: list[str]) -> list[str]:

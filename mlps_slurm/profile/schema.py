@@ -273,6 +273,11 @@ SCHEMA: dict[str, Field] = {
     "suite.accelerator": Field("str", "b200", "Simulated accelerator of every workload of `submit all`.",
                                choices=Registered(_suite_accelerators)),
     **suite_fields(),
+    # --- monitoring of the compute nodes while benchmark jobs run
+    "monitoring.host_metrics": Field("bool", True, "Sample every node of each benchmark job from /proc (disks, "
+                                     "CPU, memory, network, load) into the run's hostmetrics/ directory; the "
+                                     "results summarize it."),
+    "monitoring.interval_s": Field("float", 10.0, "Seconds between two host-metrics samples.", minimum=0.1),
     # --- site templates
     "templates.dir": Field("str", None, "Directory of site templates that override packaged ones by file name "
                            "(searched before /etc/mlps-slurm/templates/).", nullable=True),

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from mlps_slurm.attempts import attempt_ids, merged_states
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json, run_record
+from mlps_slurm.steps.hostmetrics_summary import results_entry as host_metrics_entry
 
 
 def _summarize_tasks(states: list[Any]) -> dict[str, Any]:
@@ -118,6 +119,8 @@ def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str
         # `mlps-slurm resume`: which jobs and array tasks ran again, in which attempt (none: one attempt)
         "resumes": [{k: r.get(k) for k in ("attempt", "at", "rerun", "kept", "job_ids")}
                     for r in manifest.get("resumes", []) or [] if isinstance(r, dict)],
+        # per benchmark job and node: disk, CPU, memory and network while it ran (monitoring.host_metrics)
+        "host_metrics": host_metrics_entry(run.path, manifest, states),
         **fields,
         "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
     }

@@ -11,8 +11,8 @@ from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.benchmarks.checkpointing import catalog as ckpt
 from mlps_slurm.benchmarks.checkpointing.engine import ENGINE_MODULE, engine_argv
 from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
-from mlps_slurm.plan import (JobSpec, Plan, base_context, finalize_job, launcher_argv, preflight_job,
-                             preflight_requirements, sbatch_directives, with_site_args)
+from mlps_slurm.plan import (JobSpec, Plan, base_context, finalize_job, host_metrics_command, host_metrics_outputs,
+                             launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.rundir import raw_path, raw_relpath
 
@@ -64,8 +64,9 @@ def plan(request: CheckpointingRequest, profile: SiteProfile, *, run_id: str, ru
         sbatch=tuple(bench_sbatch),
         dependencies=() if request.skip_preflight else (("afterok", ("preflight",)),),
         pin_to_preflight=not request.skip_preflight,
-        outputs=(raw_relpath("checkpointing", model.name),),
+        outputs=(raw_relpath("checkpointing", model.name), *host_metrics_outputs(profile, "checkpointing")),
         context={**base,
+                 "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "checkpointing"),
                  "raw_dir": raw,
                  "checkpoint_dir": checkpoint_dir,
                  "launch": launcher_argv(profile, nprocs, run_dir),

@@ -15,8 +15,9 @@ from typing import Any, Mapping
 from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
-from mlps_slurm.plan import (JobSpec, Plan, base_context, client_nodes, finalize_job, launcher_argv, preflight_job,
-                             preflight_requirements, sbatch_directives, with_site_args)
+from mlps_slurm.plan import (JobSpec, Plan, base_context, client_nodes, finalize_job, host_metrics_command,
+                             host_metrics_outputs, launcher_argv, preflight_job, preflight_requirements,
+                             sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import slurm_minutes
 from mlps_slurm.rundir import raw_path, raw_relpath
@@ -99,8 +100,9 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
             key=key, template="kvcache-option.sbatch.j2",
             sbatch=tuple(sbatch_directives(profile, run_dir, key, "run", benchmark_job=True) + bench_sbatch),
             dependencies=deps, pin_to_preflight=True,
-            outputs=(f"{raw_relpath('kv_cache', '')}/option_{number}",),
+            outputs=(f"{raw_relpath('kv_cache', '')}/option_{number}", *host_metrics_outputs(profile, key)),
             context={**base, "env": engine_env, "option": number, "option_name": cat.OPTION_NAMES[number],
+                     "host_metrics": host_metrics_command(profile, run_dir, python, nodes, key),
                      "delay_s": request.inter_option_delay if previous else 0, "trials": trials,
                      "launch": launch}))
         previous = key

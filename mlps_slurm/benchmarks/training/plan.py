@@ -21,7 +21,7 @@ from mlps_slurm.benchmarks.training.request import TrainingRequest
 from mlps_slurm.benchmarks.training.workload import (base_config, config_name, dataset_id, effective_workload,
                                                      engine_problems, needs_tensorflow)
 from mlps_slurm.plan import (JobSpec, Plan, PlanError, ShellRef, base_context, batch_host_command, client_nodes,
-                             finalize_job,
+                             finalize_job, host_metrics_command, host_metrics_outputs,
                              launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.rundir import raw_path, raw_relpath
@@ -170,8 +170,9 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
         sbatch=tuple(sbatch_directives(profile, run_dir, "datagen", "datagen", benchmark_job=True) + bench_sbatch),
         dependencies=(("afterok", ("preflight",)),),
         pin_to_preflight=True,
-        outputs=(f"{raw_relpath('training', w.model)}/datagen",),
+        outputs=(f"{raw_relpath('training', w.model)}/datagen", *host_metrics_outputs(profile, "datagen")),
         context={**base, "env": engine_env, "raw_dir": raw,
+                 "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "datagen"),
                  "prepare": batch_host_command(profile, run_dir, [*shim, "prepare", "--run-dir", run_dir]),
                  "launch": launch,
                  "generate": [*shim, "generate", "--run-dir", run_dir, "--config-dir", config_dir,
@@ -184,8 +185,9 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
                      + [f"--array=0-{cat.RUNS - 1}%1"]),
         dependencies=(("afterok", ("datagen",)),),
         pin_to_preflight=True,
-        outputs=(f"{raw_relpath('training', w.model)}/run/{{task}}",),
+        outputs=(f"{raw_relpath('training', w.model)}/run/{{task}}", *host_metrics_outputs(profile, "run", True)),
         context={**base, "env": engine_env, "runs": cat.RUNS, "output_root": f"{raw}/run",
+                 "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "run", array=True),
                  "launch": launch,
                  "run": [*shim, "run", "--run-dir", run_dir, "--config-dir", config_dir, "--workload-base", name,
                          "--output-root", f"{raw}/run", "--task", ShellRef("SLURM_ARRAY_TASK_ID"), "--",

@@ -19,7 +19,8 @@ from mlps_slurm.benchmarks.vectordb.indexes import INDEX_TYPES, index_spec
 from mlps_slurm.benchmarks.vectordb.request import DEFAULT_DURATION_S, VectorDbRequest
 from mlps_slurm.benchmarks.vectordb.rules import CLOSED_INDEXES
 from mlps_slurm.plan import (JobSpec, Plan, ShellRef, base_context, batch_host_command, client_nodes, finalize_job,
-                             launcher_argv, preflight_job, preflight_requirements, sbatch_directives, with_site_args)
+                             host_metrics_command, host_metrics_outputs, launcher_argv, preflight_job,
+                             preflight_requirements, sbatch_directives, with_site_args)
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import slurm_minutes
 from mlps_slurm.rundir import raw_path, raw_relpath
@@ -128,8 +129,9 @@ def plan(request: VectorDbRequest, profile: SiteProfile, *, run_id: str, run_dir
         key="load", template="vectordb-load.sbatch.j2",
         sbatch=tuple(sbatch_directives(profile, run_dir, "load", "datagen", benchmark_job=True) + bench_sbatch),
         dependencies=(("afterok", ("preflight",)),), pin_to_preflight=True,
-        outputs=(f"{raw_relpath(TREE, request.index)}/datagen",),
+        outputs=(f"{raw_relpath(TREE, request.index)}/datagen", *host_metrics_outputs(profile, "load")),
         context={**base, "env": engine_env, "serve": serve, "output_dir": f"{raw}/datagen",
+                 "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "load"),
                  "load": batch_host_command(profile, run_dir, [
                      *job, "load", *connect, *common, "--output-dir", f"{raw}/datagen",
                      "--index-timeout", f"{profile.get('vectordb.milvus.index_timeout_s'):g}"])})
@@ -138,8 +140,9 @@ def plan(request: VectorDbRequest, profile: SiteProfile, *, run_id: str, run_dir
         sbatch=tuple(sbatch_directives(profile, run_dir, "run", "run", benchmark_job=True) + bench_sbatch
                      + [f"--array=0-{request.runs - 1}%1"]),
         dependencies=(("afterok", ("load",)),), pin_to_preflight=True,
-        outputs=(f"{raw_relpath(TREE, request.index)}/run/{{task}}",),
+        outputs=(f"{raw_relpath(TREE, request.index)}/run/{{task}}", *host_metrics_outputs(profile, "run", True)),
         context={**base, "env": engine_env, "serve": serve, "runs": request.runs, "output_root": f"{raw}/run",
+                 "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "run", array=True),
                  "launch": launcher_argv(profile, ranks, run_dir),
                  "prepare": batch_host_command(profile, run_dir, [
                      *job, "prepare", *connect, *common, "--output-root", f"{raw}/run",
