@@ -43,7 +43,8 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
             extra = list(job.get("sbatch_args", []))
             if job["key"] == "preflight":
                 extra.append("--hold")
-            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps, extra)
+            ids[job["key"]] = backend.submit(run.scripts / job["script"], deps, extra,
+                                             token=f"{run.run_id}:{job['key']}")
             if job["key"] == "preflight":
                 held = ids["preflight"]
             manifest["jobs"][job["key"]] = {"job_id": ids[job["key"]], "script": job["script"],

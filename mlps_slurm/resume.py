@@ -287,7 +287,8 @@ def resume_chain(run: RunDirectory, backend: SlurmBackend, dry_run: bool = False
             extra += list(job.get("sbatch_args", []))
             if key == "preflight":
                 extra.append("--hold")
-            ids[key] = backend.submit(run.scripts / job["script"], deps, extra)
+            ids[key] = backend.submit(run.scripts / job["script"], deps, extra,
+                                      token=f"{run.run_id}:{key}:{plan.attempt}")
             if key == "preflight":
                 held = ids[key]
             record: dict[str, Any] = {"job_id": ids[key], "script": job["script"], "submitted": now,

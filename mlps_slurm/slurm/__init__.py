@@ -13,7 +13,15 @@ from mlps_slurm.slurm.cli_backend import CliSlurm
 
 
 def get_backend() -> SlurmBackend:
-    return CliSlurm()
+    """The CLI backend; MLPS_SLURM_TIMEOUT_S bounds each Slurm command (default 60 s; a slow controller may need
+    more, and the tests use less to reach the timeout path)."""
+    import os
+
+    try:
+        timeout = float(os.environ.get("MLPS_SLURM_TIMEOUT_S") or 60)
+    except ValueError:
+        timeout = 60.0
+    return CliSlurm(timeout=max(1.0, timeout))
 
 
 __all__ = ["CliSlurm", "Dependency", "JobState", "SlurmBackend", "SlurmError", "SlurmUnreachable",

@@ -80,8 +80,9 @@ class SlurmBackend(Protocol):
         """Raise SlurmUnreachable when the controller does not answer."""
 
     def submit(self, script: Path, dependencies: list[Dependency], extra_args: list[str] | None = None,
-               test_only: bool = False) -> str:
-        """Submit a batch script; return the job id."""
+               test_only: bool = False, token: str | None = None) -> str:
+        """Submit a batch script; return the job id. `token` (unique per job of a chain) makes a retried
+        submission find a job the controller queued although its answer was lost, instead of queuing it twice."""
 
     def job_exists(self, job_id: str) -> bool:
         """Whether the controller knows this job id (Slurm treats unknown dependency ids as satisfied)."""

@@ -38,6 +38,9 @@ def scrubbed_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("SBATCH_")}
 
 
+# A chain's jobs carry "--comment=mlps-slurm:<run id>:<job key>[:<attempt>]": what a lost sbatch answer is found by.
+COMMENT_PREFIX = "mlps-slurm:"
+
 # squeue columns: job id, array job id, array task id(s), state, reason, nodes, start time, time used, name.
 _SQUEUE_FORMAT = "%A|%F|%K|%T|%r|%N|%S|%M|%j"
 
@@ -159,7 +162,11 @@ class CliSlurm:
             raise SlurmUnreachable(f"Slurm is not reachable: {proc.stdout.strip()}; {_START_CLUSTER_HINT}")
 
     def submit(self, script: Path, dependencies: list[Dependency], extra_args: list[str] | None = None,
-               test_only: bool = False) -> str:
+               test_only: bool = False, token: str | None = None) -> str:
+        """sbatch the script. With a `token` (unique per job of a chain), a submission whose answer was lost (a
+        timeout or a transient error after the controller had queued the job) is found by the token before any
+        retry, so a retry never queues the job twice; when it gives up, whatever it queued under the token is
+        cancelled, held jobs included."""
         argv = ["sbatch", "--parsable"]
         if dependencies:
             argv.append("--dependency=" + ",".join(d.render() for d in dependencies))
@@ -167,9 +174,16 @@ class CliSlurm:
             argv.append("--kill-on-invalid-dep=yes")
         if test_only:
             argv.append("--test-only")
+        if token and not test_only:
+            argv.append(f"--comment={COMMENT_PREFIX}{token}")
         argv += list(extra_args or [])
         argv.append(str(script))
-        proc = self._run(argv)
+        if test_only or not token:
+            proc = self._run(argv)
+        else:
+            proc = self._submit_once(argv, token)
+            if isinstance(proc, str):
+                return proc
         if test_only:
             return (proc.stderr or proc.stdout).strip()
         out = proc.stdout.strip().splitlines()
@@ -177,6 +191,47 @@ class CliSlurm:
         if not match:
             raise SlurmError(f"sbatch printed no job id for {script}: {proc.stdout!r} {proc.stderr!r}")
         return match.group(1)
+
+    def _submit_once(self, argv: list[str], token: str) -> subprocess.CompletedProcess[str] | str:
+        """sbatch with retries on transient errors and timeouts; before each retry, the job id already queued under
+        `token` if there is one (returned as a str)."""
+        problem = ""
+        for attempt in range(self.retries):
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, env=scrubbed_env(), timeout=self.timeout)
+            except FileNotFoundError as exc:
+                raise SlurmUnreachable(f"`sbatch` is not installed or not on PATH; {_START_CLUSTER_HINT}") from exc
+            except subprocess.TimeoutExpired:
+                proc, problem = None, f"sbatch did not answer within {self.timeout:.0f} s"
+            if proc is not None:
+                if proc.returncode == 0:
+                    return proc
+                problem = (proc.stderr or proc.stdout).strip()
+                if not _TRANSIENT.search(proc.stderr):
+                    break
+            queued = self.jobs_with_token(token)
+            if queued:
+                return queued[0]  # the controller had queued it: the answer was lost, not the job
+            if attempt < self.retries - 1:
+                time.sleep(self.retry_delay * (2 ** attempt))
+        queued = self.jobs_with_token(token)
+        self.cancel(queued)  # giving up: nothing it may have queued stays behind
+        if _UNREACHABLE.search(problem):
+            raise SlurmUnreachable(f"Slurm is not reachable (sbatch: {problem}); {_START_CLUSTER_HINT}")
+        raise SlurmError(f"`{' '.join(argv)}` failed: {problem}"
+                         + (f" (cancelled job(s) {', '.join(queued)} it had queued)" if queued else ""))
+
+    def jobs_with_token(self, token: str) -> list[str]:
+        """The ids of this user's jobs (any state squeue still shows) whose comment is the token; [] when squeue
+        cannot say."""
+        try:
+            proc = subprocess.run(["squeue", "-h", "--me", "--states=all", "-o", "%A|%k"], capture_output=True,
+                                  text=True, env=scrubbed_env(), timeout=self.timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            return []
+        wanted = f"{COMMENT_PREFIX}{token}"
+        return [line.split("|", 1)[0] for line in proc.stdout.splitlines()
+                if line.split("|", 1)[-1].strip() == wanted and line.split("|", 1)[0].isdigit()]
 
     def job_exists(self, job_id: str) -> bool:
         try:

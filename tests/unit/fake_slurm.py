@@ -23,7 +23,7 @@ class FakeSlurmBackend:
         pass
 
     def submit(self, script: Path, dependencies: list[Dependency], extra_args: list[str] | None = None,
-               test_only: bool = False) -> str:
+               test_only: bool = False, token: str | None = None) -> str:
         if self.fail_on_submit is not None and len(self.submitted) == self.fail_on_submit:
             raise SlurmError("sbatch: error: Batch job submission failed: Invalid partition name specified")
         self.submitted.append((script, dependencies))
