@@ -11,7 +11,9 @@ ran it, so a resumed 6-run array shows its runs 0-2 from the first attempt and 3
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+from dataclasses import replace
 from typing import Any, Mapping
 
 from mlps_slurm.slurm import JobState
@@ -24,6 +26,58 @@ def attempt_ids(record: Mapping[str, Any]) -> list[str]:
     ids = [str(e.get("job_id", "")) for e in record.get("earlier", []) or [] if isinstance(e, Mapping)]
     ids.append(str(record.get("job_id", "")))
     return [i for i in ids if _JOB_ID.fullmatch(i)]
+
+
+COMMENT_PREFIX = "mlps-slurm:"
+# How far Slurm's submit time of a job may lie from the time the manifest recorded for it (the record is written
+# right after sbatch answered; retries with backoff take well under this).
+SUBMIT_SLACK_S = 600
+
+
+def _parse_time(text: str) -> dt.datetime | None:
+    """Slurm prints local time without a zone; the manifest records UTC with one."""
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except (TypeError, ValueError):
+        return None
+    return value if value.tzinfo else value.astimezone()
+
+
+def _token_is_ours(comment: str, run_ids: tuple[str, ...], key: str) -> bool:
+    """"mlps-slurm:<run id>:<key>[:<attempt>]"; a suite's workload job carries the suite's run id and its key
+    "<workload>.<key>"."""
+    parts = comment[len(COMMENT_PREFIX):].split(":")
+    return len(parts) in (2, 3) and parts[0] in run_ids and (parts[1] == key or parts[1].endswith("." + key))
+
+
+def foreign(state: JobState, run_ids: tuple[str, ...], key: str, submitted: str = "") -> str:
+    """Why the job Slurm reports under a recorded id is not this chain's job (its ids restarted after the
+    controller lost its state, so the id now names another job), or "" when nothing says so. `run_ids`: the run's
+    id, and its suite's for a workload of `submit all`."""
+    if state.comment.startswith(COMMENT_PREFIX) and not _token_is_ours(state.comment, run_ids, key):
+        return f"its comment is {state.comment!r}, not this chain's"
+    theirs, recorded = _parse_time(state.submit), _parse_time(submitted)
+    if theirs is not None and recorded is not None and abs((theirs - recorded).total_seconds()) > SUBMIT_SLACK_S:
+        return f"it was submitted at {state.submit}, this chain's job at {submitted}"
+    return ""
+
+
+def own_states(record: Mapping[str, Any], states: Mapping[str, list[JobState]], run_ids: tuple[str, ...],
+               key: str) -> dict[str, list[JobState]]:
+    """`states` with every entry of this key's attempts that belongs to another job replaced by UNKNOWN."""
+    out = dict(states)
+    attempts = [e for e in record.get("earlier", []) or [] if isinstance(e, Mapping)] + [record]
+    for attempt in attempts:
+        jid = str(attempt.get("job_id", ""))
+        checked = []
+        for s in states.get(jid, []):
+            why = foreign(s, run_ids, key, str(attempt.get("submitted", "")))
+            checked.append(replace(s, state="UNKNOWN", nodes="", start="", elapsed="", exit_code="",
+                                   reason=f"job id {s.job_id} now names another job ({why}): Slurm's job ids "
+                                          "restarted, so this job's state is lost") if why else s)
+        if jid in states:
+            out[jid] = checked
+    return out
 
 
 def merged_states(record: Mapping[str, Any], states: Mapping[str, list[JobState]]) -> list[JobState]:

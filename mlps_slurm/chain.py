@@ -13,7 +13,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from mlps_slurm.attempts import attempt_ids, merged_states
+from mlps_slurm.attempts import attempt_ids, merged_states, own_states
 from mlps_slurm.plan_suite import member_key
 from mlps_slurm.rundir import RunDirectory, atomic_write_text, read_json
 from mlps_slurm.steps.progress import describe as describe_progress, read_progress
@@ -170,10 +170,13 @@ def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
     rows: list[tuple[str, str, JobState | None]] = []
     tasks: dict[str, list[JobState]] = {}
     progress: dict[tuple[str, int | None], dict[str, Any]] = {}
+    suite = manifest.get("suite") if isinstance(manifest.get("suite"), dict) else {}
+    run_ids = (run.run_id, *([str(suite["run_id"])] if suite.get("run_id") else []))
     for job in manifest["plan"]["jobs"]:
         record = submitted.get(job["key"], {})
         jid = record.get("job_id", "")
-        entries = merged_states(record, states) if jid in states else []
+        # A recorded id may name another job once Slurm's ids restarted: never show that job as this chain's.
+        entries = merged_states(record, own_states(record, states, run_ids, job["key"])) if jid in states else []
         rows.append((job["key"], jid, combined_state(entries) if entries else None))
         tasks[job["key"]] = entries
         where = progress_location(run, manifest, job["key"])

@@ -43,6 +43,8 @@ class JobState:
     start: str = ""  # ISO time the job started ("" while it has not)
     elapsed: str = ""  # run time so far, as Slurm prints it ([D-]HH:MM:SS or M:SS)
     source: str = ""  # where the state came from: squeue, sacct or jobcomp
+    submit: str = ""  # when Slurm received the job (its local time, as Slurm prints it)
+    comment: str = ""  # the job's --comment (a chain's jobs: "mlps-slurm:<run id>:<key>[:<attempt>]")
 
     @property
     def terminal(self) -> bool:

@@ -41,8 +41,9 @@ def scrubbed_env() -> dict[str, str]:
 # A chain's jobs carry "--comment=mlps-slurm:<run id>:<job key>[:<attempt>]": what a lost sbatch answer is found by.
 COMMENT_PREFIX = "mlps-slurm:"
 
-# squeue columns: job id, array job id, array task id(s), state, reason, nodes, start time, time used, name.
-_SQUEUE_FORMAT = "%A|%F|%K|%T|%r|%N|%S|%M|%j"
+# squeue columns: job id, array job id, array task id(s), state, reason, nodes, start time, time used, submit
+# time, name, comment (last: free text).
+_SQUEUE_FORMAT = "%A|%F|%K|%T|%r|%N|%S|%M|%V|%j|%k"
 
 
 def _blank(value: str) -> str:
@@ -50,16 +51,17 @@ def _blank(value: str) -> str:
 
 
 def _squeue_row(line: str, wanted: set[str]) -> tuple[str, JobState] | None:
-    parts = line.split("|", 8)
-    if len(parts) != 9:
+    parts = line.split("|", 10)
+    if len(parts) != 11:
         return None
-    jid, array_id, task, state, reason, nodes, start, used, name = parts
+    jid, array_id, task, state, reason, nodes, start, used, submit, name, comment = parts
     owner = array_id if array_id in wanted else jid
     if owner not in wanted:
         return None
     return owner, JobState(job_id=jid, name=name, state=state.split()[0] if state else "UNKNOWN", reason=reason,
                            nodes=_blank(nodes), array_task=_blank(task),
-                           start=_blank(start), elapsed=_blank(used), source="squeue")
+                           start=_blank(start), elapsed=_blank(used), source="squeue", submit=_blank(submit),
+                           comment=_blank(comment))
 
 
 def _sacct_rows(text: str, wanted: set[str]) -> dict[str, list[JobState]]:
@@ -69,6 +71,7 @@ def _sacct_rows(text: str, wanted: set[str]) -> dict[str, list[JobState]]:
         if len(parts) < 8:
             continue
         raw, shown, state, exit_code, nodes, start, elapsed, name = parts[:8]
+        submit, comment = (parts[8], "|".join(parts[9:])) if len(parts) >= 10 else ("", "")
         array_id, _, task = shown.partition("_")
         owner = array_id if array_id in wanted else raw
         if owner not in wanted:
@@ -76,7 +79,7 @@ def _sacct_rows(text: str, wanted: set[str]) -> dict[str, list[JobState]]:
         out.setdefault(owner, []).append(JobState(
             job_id=raw, name=name, state=state.split()[0] if state else "UNKNOWN", reason="", exit_code=exit_code,
             nodes=_blank(nodes), array_task=task if task.isdigit() else "", start=_blank(start), elapsed=elapsed,
-            source="sacct"))
+            source="sacct", submit=_blank(submit), comment=_blank(comment)))
     return out
 
 
@@ -112,7 +115,8 @@ def _jobcomp_rows(path: Path, wanted: set[str]) -> dict[str, list[JobState]]:
             job_id=jid, name=fields.get("Name", ""), state=fields.get("JobState", "UNKNOWN"), reason="",
             exit_code=fields.get("ExitCode", ""), nodes=_blank(fields.get("NodeList", "")),
             array_task=task if task.isdigit() else "", start=_blank(fields.get("StartTime", "")),
-            elapsed=_elapsed(fields.get("StartTime", ""), fields.get("EndTime", "")), source="jobcomp"))
+            elapsed=_elapsed(fields.get("StartTime", ""), fields.get("EndTime", "")), source="jobcomp",
+            submit=_blank(fields.get("SubmitTime", ""))))
     return out
 
 
@@ -283,7 +287,8 @@ class CliSlurm:
         wanted = set(job_ids)
         if not conf.get("AccountingStorageType", "accounting_storage/none").endswith("/none"):
             proc = self._run(["sacct", "-n", "-P", "-X", "-j", ",".join(job_ids), "--format",
-                              "JobIDRaw,JobID,State,ExitCode,NodeList,Start,Elapsed,JobName"], retry=False)
+                              "JobIDRaw,JobID,State,ExitCode,NodeList,Start,Elapsed,JobName,Submit,Comment"],
+                             retry=False)
             return _sacct_rows(proc.stdout, wanted)
         if conf.get("JobCompType") == "jobcomp/filetxt" and conf.get("JobCompLoc"):
             return _jobcomp_rows(Path(conf["JobCompLoc"]), wanted)

@@ -174,3 +174,25 @@ def test_kvcache_trial_label_reads_the_trial_count_from_the_manifest(tmp_path):
     (tmp_path / "manifest.json").write_bytes(b"\xff")
     assert trial_label("/x/option_1/trial_0", {"MLPS_RUN_DIR": str(tmp_path)}) == "trial 1"
     assert trial_label("/x/option_1/elsewhere", {}) == ""
+
+
+def test_status_never_shows_another_jobs_state_under_a_recorded_id(tmp_path):
+    """After Slurm lost its state its job ids restart: a recorded id may name another run's job."""
+    run = make_run(tmp_path)
+    backend = FakeSlurmBackend()
+    ids = submit_chain(run, backend)
+    submitted = run.read_manifest()["jobs"]["checkpointing"]["submitted"]
+    when = dt.datetime.fromisoformat(submitted).astimezone().replace(tzinfo=None)
+    backend.given[ids["preflight"]] = [JobState(ids["preflight"], "mlps-preflight", "RUNNING", "None",
+                                                comment="mlps-slurm:checkpointing-other-run:preflight")]
+    backend.given[ids["checkpointing"]] = [JobState(ids["checkpointing"], "x", "RUNNING", "None",
+                                                    submit=(when + dt.timedelta(hours=2)).isoformat())]
+    backend.given[ids["finalize"]] = [JobState(ids["finalize"], "mlps-finalize", "PENDING", "Dependency",
+                                               comment=f"mlps-slurm:{run.run_id}:finalize",
+                                               submit=when.isoformat())]
+    status = chain_status(run, backend)
+    states = {k: s for k, _, s in status.jobs}
+    assert states["preflight"].state == "UNKNOWN" and "checkpointing-other-run" in states["preflight"].reason
+    assert states["checkpointing"].state == "UNKNOWN" and "submitted at" in states["checkpointing"].reason
+    assert states["finalize"].state == "PENDING"  # its own token and submit time
+    assert "now names another job" in describe_status(status)

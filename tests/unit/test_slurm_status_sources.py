@@ -21,13 +21,15 @@ JobId=292 UserId=root(0) GroupId=root(0) Name=mlps-finalize JobState=COMPLETED P
 
 def test_squeue_rows_map_array_tasks_to_their_array_job():
     wanted = {"291", "292"}
-    owner, task = _squeue_row("293|291|0|RUNNING|None|n[1-2]|2026-12-05T18:32:44|0:30|mlps-run", wanted)
+    owner, task = _squeue_row("293|291|0|RUNNING|None|n[1-2]|2026-12-05T18:32:44|0:30|2026-12-05T18:32:40|mlps-run|mlps-slurm:r:run", wanted)
     assert owner == "291" and task.job_id == "293" and task.array_task == "0" and task.elapsed == "0:30"
-    owner, pending = _squeue_row("291|291|[1-5%1]|PENDING|JobArrayTaskLimit||N/A|0:00|mlps-run", wanted)
+    assert task.submit == "2026-12-05T18:32:40" and task.comment == "mlps-slurm:r:run"
+    owner, pending = _squeue_row("291|291|[1-5%1]|PENDING|JobArrayTaskLimit||N/A|0:00|N/A|mlps-run|(null)", wanted)
     assert owner == "291" and pending.array_task == "[1-5%1]" and pending.start == "" and pending.nodes == ""
-    owner, single = _squeue_row("292|292|N/A|PENDING|Dependency||N/A|0:00|mlps-finalize", wanted)
+    owner, single = _squeue_row("292|292|N/A|PENDING|Dependency||N/A|0:00|2026-12-05T18:32:41|mlps-finalize|a|comment|with|bars", wanted)
     assert owner == "292" and single.array_task == "" and single.reason == "Dependency"
-    assert _squeue_row("999|999|N/A|RUNNING|None|n1|x|0:01|other", wanted) is None
+    assert single.comment == "a|comment|with|bars" and pending.comment == ""
+    assert _squeue_row("999|999|N/A|RUNNING|None|n1|x|0:01|x|other|", wanted) is None
     assert _squeue_row("garbage", wanted) is None
 
 
@@ -68,7 +70,7 @@ class Recorder(CliSlurm):
 def test_one_squeue_for_the_chain_and_one_accounting_read_for_what_it_forgot(tmp_path):
     path = tmp_path / "jobcomp.txt"
     path.write_text(JOBCOMP)
-    backend = Recorder("294|294|N/A|RUNNING|None|n3|2026-12-05T18:40:00|1:00|mlps-x\n",
+    backend = Recorder("294|294|N/A|RUNNING|None|n3|2026-12-05T18:40:00|1:00|2026-12-05T18:39:00|mlps-x|\n",
                        {"AccountingStorageType": "accounting_storage/none", "JobCompType": "jobcomp/filetxt",
                         "JobCompLoc": str(path)})
     states = backend.states(["291", "292", "294", "1"])
