@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mlps-installed
 
-.PHONY: setup cluster cluster-down demo test unit clean
+.PHONY: setup cluster cluster-down browser demo test unit clean
 
 # One set-up path for Python: the project venv with the package, the engines' dependencies and the test tools,
 # all pinned (requirements/). Jobs on the compute nodes run this same interpreter (the profile's
@@ -30,7 +30,16 @@ demo: setup cluster
 	$(VENV)/bin/mlps-slurm submit checkpointing --model llama3-8b --scale $(DEMO_SCALE) \
 	  --seconds-between-checkpoints 0 --wait --timeout 900
 
-test: setup cluster
+# A headless browser for the report test (tests/unit/test_report.py loads the page and screenshots it): Debian's
+# chromium, installed when missing (as root with apt-get; otherwise that test is skipped and says how to get it).
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { [ "$$(id -u)" = 0 ] \
+	  && command -v apt-get >/dev/null && echo "installing chromium (the report test's headless browser)" \
+	  && apt-get -o DPkg::Lock::Timeout=600 -qq update >/dev/null \
+	  && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq install -y --no-install-recommends \
+	     chromium >/dev/null; } || echo "warning: no chromium: the report's browser test is skipped"
+
+test: setup cluster browser
 	$(PY) -m pytest -q tests
 
 unit: setup

@@ -17,6 +17,8 @@ by this contract and imported only when a shared layer needs them:
     cli.py       (optional) COMMANDS: {group: [click commands]} it adds to the CLI (e.g. `datasize training`)
     history.py   (optional) metrics(results) -> [Metric]: what `mlps-slurm history` records and compares, each with
                  the per-checkpoint / per-run / per-trial samples its value is the mean of; versions(results) -> dict
+    plots.py     (optional) figures(results) -> [mlps_slurm.report.figures.Figure]: what `mlps-slurm report` draws
+                 of a run, as plain data (the shared report renders it; a benchmark never imports matplotlib)
 
 Nothing here imports click, the profile or the plan: the CLI derives its options from the request's fields, the
 profile schema its suite keys, and both stay fast to import.
@@ -214,6 +216,10 @@ class Benchmark:
     def history_metrics(self, results: Mapping[str, Any]) -> list[Metric]:
         """The metrics `mlps-slurm history` records for a finalized run: history.py's metrics(results), or none."""
         return list(self.part("history").metrics(results)) if self.has_part("history") else []
+
+    def figures(self, results: Mapping[str, Any]) -> list[Any]:
+        """The figures `mlps-slurm report` draws of a finalized run: plots.py's figures(results), or none."""
+        return list(self.part("plots").figures(results)) if self.has_part("plots") else []
 
     def history_versions(self, results: Mapping[str, Any]) -> dict[str, Any]:
         """Engine and server versions a run's results name (history.py's versions(results)), or none."""

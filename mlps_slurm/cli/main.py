@@ -10,6 +10,7 @@ import click
 from mlps_slurm.cli.derived import BenchmarkGroup, ContributedGroup
 from mlps_slurm.cli.history import history
 from mlps_slurm.cli.options import profile_options
+from mlps_slurm.cli.report import report
 from mlps_slurm.cli.schedule import schedule
 
 EXIT_USAGE, EXIT_SLURM = 2, 3
@@ -50,6 +51,7 @@ main.add_command(history)
 
 
 main.add_command(schedule)
+main.add_command(report)
 
 
 @main.command()
