@@ -102,6 +102,10 @@ def draw_on(ax: Any, spec: Figure) -> None:
         long = sum(len(c) + 2 for c in cats) > 90  # labels that would touch: slanted
         ax.set_xticklabels(cats, rotation=35 if long else 0, ha="right" if long else "center", fontsize=8)
         ax.set_xlim(-0.6, len(cats) - 0.4)
+    elif all(isinstance(x, int) for s in spec.series for x in s.x):  # epochs, checkpoints: no 1.25
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     elif any(isinstance(x, dt.datetime) for s in spec.series for x in s.x):
         import matplotlib.dates as mdates
 
