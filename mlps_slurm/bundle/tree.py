@@ -160,6 +160,25 @@ def _invalid_reason(run: RunVerdict, report: VerifyReport) -> str:
         " (bundle with --allow-invalid to include it under invalid/)"
 
 
+def _check_arcnames(entries: Sequence[Entry], sources: dict[int, str]) -> None:
+    """Every path of the tree stays inside it and is one file: no absolute path, no '.', '..' or empty component,
+    no control character (a newline would break SHA256SUMS), no two entries for one path (two runs started in the
+    same second would otherwise overwrite each other's files). `sources`: which run each entry (by id) came from."""
+    seen: dict[str, str] = {}
+    for e in entries:
+        parts = e.arcname.split("/")
+        origin = sources.get(id(e)) or "the bundle's own files"
+        if e.arcname.startswith("/") or any(p in ("", ".", "..") for p in parts) or \
+                any(ord(c) < 32 or c in "\\\x7f" for c in e.arcname):
+            raise BundleError(f"{e.source or e.arcname!r} ({origin}) would be written as {e.arcname!r}, which is "
+                              "not a plain path inside the bundle; rename or remove it")
+        if e.arcname in seen:
+            raise BundleError(f"{e.arcname}: two files map to this path ({seen[e.arcname]} and {origin}): two "
+                              "runs of one model that started in the same second get one timestamp directory; "
+                              "bundle them separately")
+        seen[e.arcname] = origin
+
+
 def _check_name(value: str, what: str) -> None:
     if not _NAME.match(value or ""):
         raise BundleError(f"{what} {value!r} may contain only letters, digits, '.', '_' and '-' (it becomes a "
@@ -197,6 +216,7 @@ def make_bundle(run_dirs: Sequence[str | os.PathLike[str]], org: str, system: st
         raise BundleError(f"nothing to bundle: {why}")
 
     entries: list[Entry] = []
+    sources: dict[int, str] = {}
     rows: list[dict[str, Any]] = []
     per_model: dict[str, dict[str, Any]] = {}
     by_division: dict[str, list[RunVerdict]] = {}
@@ -207,6 +227,7 @@ def make_bundle(run_dirs: Sequence[str | os.PathLike[str]], org: str, system: st
         base = f"{div}/{org}/results/{system}/{bench.tree_name}/{run.model}"
         run_entries, ts, results_dir = bench.bundle_layout(run, base)
         entries += run_entries
+        sources.update({id(e): f"run {run.run_id}" for e in run_entries})
         group = report.group_of(run)
         model_doc = per_model.setdefault(f"{results_dir}/results.json", {
             "schema": "mlps-slurm/submission-results/1", "benchmark": run.benchmark, "model": run.model,
@@ -227,6 +248,7 @@ def make_bundle(run_dirs: Sequence[str | os.PathLike[str]], org: str, system: st
         Entry("verify.json", data=_json_bytes(report.to_dict())),
         Entry("verify.txt", data=report.to_text().encode()),
     ]
+    _check_arcnames(entries, sources)
 
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:

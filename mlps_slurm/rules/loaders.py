@@ -21,6 +21,8 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -182,6 +184,19 @@ def rule_findings(loaded: Loaded) -> list[Finding]:
     return benchmarks.get(loaded.benchmark).run_findings(loaded.record)
 
 
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def _symlinks_under(top: Path) -> list[Path]:
+    """Symbolic links at or below `top` (not followed)."""
+    if top.is_symlink():
+        return [top]
+    found = []
+    for dirpath, dirnames, filenames in os.walk(top):
+        found += [Path(dirpath) / n for n in sorted(dirnames + filenames) if (Path(dirpath) / n).is_symlink()]
+    return found
+
+
 def load_run(root: Path) -> tuple[dict[str, Any] | None, Loaded]:
     """Read one run directory and judge it: load findings + preflight + the benchmark's run-level rules.
     Never raises for a bad run: every problem is a finding."""
@@ -193,11 +208,27 @@ def load_run(root: Path) -> tuple[dict[str, Any] | None, Loaded]:
         return None, loaded
     preflight_record, preflight = load_preflight(root, manifest)
     benchmark = benchmark_of(manifest)
+    # Names a manifest gives become paths (the run's raw directory, directories of a submission tree): a hostile
+    # run directory must not steer what is read or written, so they are checked before anything uses them.
+    bad = [f"{what} {str(value)[:80]!r}" for what, value in (("run_id", manifest.get("run_id", root.name)),
+                                                             ("model", manifest["request"].get("model")))
+           if value is not None and not SAFE_NAME.fullmatch(str(value))]
+    if bad:
+        loaded = Loaded(benchmark, None)
+        fail(loaded, RUN_MANIFEST, f"{root / 'manifest.json'}: {' and '.join(bad)} is not a plain name (letters, "
+                                   "digits, '.', '_', '-'; starting with a letter or digit); the manifest is damaged "
+                                   "or was not written by mlps-slurm")
+        return manifest, loaded
     try:
         loaded = benchmarks.get(benchmark).load_run(root, manifest, preflight)
     except Exception as exc:  # a run nobody can read is INVALID, and the next run still gets checked
         loaded = Loaded(benchmark, manifest["request"].get("model"))
         fail(loaded, RUN_READABLE, f"{root}: reading the run failed: {type(exc).__name__}: {exc}")
+    symlinks = [p for sub in ("raw", "results") for p in _symlinks_under(root / sub)]
+    if symlinks:
+        fail(loaded, RUN_READABLE, f"{symlinks[0]}{f' (and {len(symlinks) - 1} more)' if len(symlinks) > 1 else ''}"
+                                   ": a symbolic link among the run's results; a run must hold its own files (copy "
+                                   "the file in place of the link)")
     loaded.findings = run_rules([check_preflight], preflight_record) + loaded.findings + rule_findings(loaded)
     created = parse_time(manifest.get("created"))
     loaded.created = created.replace(tzinfo=dt.timezone.utc).timestamp() if created else None
