@@ -48,8 +48,6 @@ def datasize() -> None:
 
 
 main.add_command(history)
-
-
 main.add_command(schedule)
 main.add_command(report)
 
