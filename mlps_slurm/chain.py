@@ -192,7 +192,9 @@ def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
 
 def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
                    on_change: Callable[[ChainStatus], None] | None = None) -> ChainStatus:
-    """Poll with backoff (1, 2, 4 ... 15 s): one squeue call per refresh for the whole chain."""
+    """Poll with backoff (1, 2, 4, 8 s): one squeue call per refresh for the whole chain; once the last job runs,
+    every second, so --wait returns soon after the finalize wrote the results (the 15 s cap it had left users
+    waiting 10-15 s for nothing)."""
     deadline = time.monotonic() + timeout
     delay, last = 1.0, None
     while True:
@@ -206,8 +208,11 @@ def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
             return status
         if time.monotonic() >= deadline:
             raise TimeoutError(f"the chain of {run.run_id} did not finish within {timeout:.0f} s")
+        final = status.jobs[-1][2] if status.jobs else None
+        if final is not None and final.state in ("RUNNING", "COMPLETING"):
+            delay = 1.0
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 15.0)
+        delay = min(delay * 2, 8.0)
 
 
 def cancel_chain(run: RunDirectory, backend: SlurmBackend) -> list[str]:

@@ -81,7 +81,14 @@ def launch(action: str, kind: str, planner: Planner, profile_ref: str, overrides
     if action not in ACTIONS:
         raise ValueError(f"action {action!r}; valid: {', '.join(ACTIONS)}")
     if results_dir:
-        overrides = [*overrides, f"storage.results_dir={Path(results_dir).resolve()}"]
+        from mlps_slurm.benchmarks.base import PlanError
+        from mlps_slurm.profile.schema import STORAGE_PATH
+
+        resolved = str(Path(results_dir).resolve())
+        if not STORAGE_PATH.match(resolved):
+            raise PlanError(f"--results-dir {resolved!r}: use a directory without commas, '%', spaces or control "
+                            "characters (it becomes a container bind and a #SBATCH --output path)")
+        overrides = [*overrides, f"storage.results_dir={resolved}"]
     profile = load_profile(profile_ref, overrides)
     results_root = Path(profile.get("storage.results_dir"))
     run_id = new_run_id(kind)

@@ -317,7 +317,11 @@ def verify_command(paths: Sequence[str], output: str | None = None, submission: 
     report = verify_runs(paths, submission)
     echo(report.to_text().rstrip("\n"))
     if output:
-        json_path, _ = write_report(report, Path(output))
+        try:
+            json_path, _ = write_report(report, Path(output))
+        except OSError as exc:  # a full disk, a file where the directory belongs, no permission
+            echo(f"mlps-slurm: error: cannot write the report to {exc.filename or output}: {exc.strerror or exc}")
+            return EXIT_UNUSABLE
         echo(f"report: {json_path} (and verify.txt)")
     code = report.exit_code
     return EXIT_OK if code == EXIT_INVALID and allow_invalid else code

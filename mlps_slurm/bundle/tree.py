@@ -279,5 +279,8 @@ def bundle_command(run_dirs: Sequence[str], org: str, system: str, out_dir: str,
     except BundleError as exc:
         echo(f"mlps-slurm: error: {exc}")
         return EXIT_ERROR
+    except OSError as exc:  # a full disk, an unreadable file, a path too long: the staging was removed
+        echo(f"mlps-slurm: error: {exc.filename or out_dir}: {exc.strerror or exc}; no bundle was left")
+        return EXIT_ERROR
     echo(result.to_text().rstrip("\n"))
     return result.exit_code

@@ -40,6 +40,11 @@ def run_launch(action: str, kind: str, planner: Any, profile_ref: str, overrides
     except SlurmError as exc:
         _error(f"{exc} (submitted jobs were cancelled and the run directory removed)")
         return EXIT_FAILED
+    except OSError as exc:  # a full disk, a path too long, a results directory that is a file or not writable
+        where = exc.filename or (results_dir or "the results directory")
+        _error(f"{where}: {exc.strerror or exc}; no run directory was left and nothing was submitted "
+               "(free space, or choose another --results-dir / storage.results_dir)")
+        return EXIT_USAGE
     plan = result.plan
     if action == "test-only":
         width = max(14, *(len(key) for key, _, _ in result.test_only))

@@ -174,9 +174,15 @@ def suite_fields() -> dict[str, Field]:
     return fields
 
 
+# Storage paths are bound into containers (a comma would add a mount: "/a,/etc:/hostetc"), end up in
+# `#SBATCH --output` (where sbatch expands %) and in scripts: no comma, %, whitespace or control character.
+STORAGE_PATH = re.compile(r"^(/|~|\$)[^,%\s\x00-\x1f\x7f]*$")
+
+
 def _path_field(default: str, doc: str, storage: str = "") -> Field:
-    return Field("str", default, doc, pattern=ABS_OR_HOME, pattern_help="an absolute path (~ and $VAR allowed)",
-                 path=True, storage=storage)
+    return Field("str", default, doc, pattern=STORAGE_PATH, path=True, storage=storage,
+                 pattern_help="an absolute path (~ and $VAR allowed) without commas, '%', spaces or control "
+                              "characters (it becomes a container bind and a #SBATCH --output path)")
 
 
 def _sbatch_name(doc: str, what: str) -> Field:

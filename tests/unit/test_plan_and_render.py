@@ -106,11 +106,21 @@ def test_golden_scripts_localhost():
     check_golden(scripts, "localhost")
 
 
+@pytest.mark.parametrize("value", ["/a,/etc:/hostetc:rw", "/scratch/x%j", "/scratch/my runs", "/scratch/a\nb"])
+def test_storage_paths_refuse_what_would_add_mounts_or_expand_in_sbatch(value):
+    from mlps_slurm.profile import ProfileError
+
+    for key in ("storage.results_dir", "storage.checkpoint_dir", "storage.data_dir", "storage.kvcache_dir"):
+        with pytest.raises(ProfileError, match="without commas, '%', spaces or control characters"):
+            load_profile("localhost", [f"{key}={value}"])
+
+
 @pytest.mark.parametrize("evil", ["x; rm -rf ~", "$(reboot)", "`touch /tmp/pwned`", "a'b\"c", "$HOME"])
 def test_profile_values_render_inert(evil, tmp_path):
     marker = tmp_path / "executed"
     plan = make_plan(overrides=["environment.env=" + json.dumps({"EVIL": evil}),
-                                f"storage.checkpoint_dir=/scratch/{evil}"])
+                                # storage paths refuse spaces (test_storage_paths_refuse_...): the rest stays
+                                f"storage.checkpoint_dir=/scratch/{evil.replace(' ', '_')}"])
     for text in render_plan(plan).values():
         script = tmp_path / "s.sh"
         script.write_text(text)
