@@ -88,6 +88,9 @@ def sbatch_directives(profile: SiteProfile, run_dir: str, key: str, kind: str, b
         if value:
             opts.append(_sbatch_value(opt, value, pkey))
     if benchmark_job:
+        # A benchmark job pinned to the preflight's nodes would wait forever after a node failure if Slurm
+        # requeued it ("Nodes required for job are DOWN"): it fails instead, and the finalize reports NODE_FAIL.
+        opts.append("--no-requeue")
         # Only the jobs that drive storage need whole nodes or accelerators; preflight and finalize stay small.
         if profile.get("slurm.gres"):
             opts.append(_sbatch_value("--gres", profile.get("slurm.gres"), "slurm.gres"))
