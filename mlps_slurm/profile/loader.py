@@ -89,6 +89,9 @@ def resolve_reference(ref: str, relative_to: Path | None = None) -> Path:
         path = Path(os.path.expanduser(ref))
         if not path.is_absolute() and relative_to is not None:
             path = relative_to.parent / path
+        if path.is_dir():
+            raise ProfileError(f"profile {path} is a directory, not a YAML file",
+                               fix="give the profile's .yaml file inside it, or a profile name")
         if not path.is_file():
             raise ProfileError(f"profile file {path} does not exist", fix="give an existing file or a profile name")
         return path
@@ -100,10 +103,32 @@ def resolve_reference(ref: str, relative_to: Path | None = None) -> Path:
     return available[ref]
 
 
+def _refuse_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
+    """YAML lets a later key silently replace an earlier one: an admin's edit would be lost. Name both lines."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for k, v in node.value:
+            key = f"{prefix}{k.value}"
+            line = k.start_mark.line + 1
+            if key in seen:
+                raise ProfileError(f"{key} is given twice, on lines {seen[key]} and {line}; the second would "
+                                   "silently replace the first", source=str(path), line=line,
+                                   fix=f"keep one {key} (delete or merge the other)")
+            seen[key] = line
+            _refuse_duplicate_keys(v, path, key + ".")
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, path, prefix)
+
+
 def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int], dict[str, str]]:
     """The file's mapping, the line of every key path in it, and the source text of every scalar value."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise ProfileError(f"not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start})",
+                           source=str(path), line=line, fix="save the profile as UTF-8") from None
     except OSError as exc:
         raise ProfileError(f"cannot read profile: {exc.strerror}", source=str(path)) from exc
     try:
@@ -116,6 +141,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int], dict[str, st
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProfileError(f"malformed YAML{col}: {problem}", source=str(path), line=line,
                            fix="correct the YAML syntax at that position") from exc
+    _refuse_duplicate_keys(node, path)
     if data is None:
         raise ProfileError("the file is empty", source=str(path), fix="a profile needs at least `name: <name>`")
     if not isinstance(data, dict):

@@ -1,0 +1,37 @@
+"""Profiles that would lose an admin's edit or crash the loader: duplicate keys, non-UTF-8 text, a directory."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlps_slurm.profile import ProfileError, load_profile
+
+
+def test_a_key_given_twice_names_both_lines(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("name: site\nslurm:\n  partition: batch\n  qos: high\n  qos: normal\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(str(path))
+    text = str(err.value)
+    assert "slurm.qos is given twice, on lines 4 and 5" in text and f"{path}:5" in text
+
+
+def test_duplicate_top_level_sections_are_refused_too(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_text("name: site\nengines:\n  training:\n    engine: dlio\nengines:\n  training:\n    path: /x\n")
+    with pytest.raises(ProfileError, match="engines is given twice, on lines 2 and 5"):
+        load_profile(str(path))
+
+
+def test_non_utf8_profiles_name_the_file_and_line(tmp_path):
+    path = tmp_path / "site.yaml"
+    path.write_bytes(b"name: site\nslurm:\n  partition: b\xe4tch\n")
+    with pytest.raises(ProfileError) as err:
+        load_profile(str(path))
+    assert f"{path}:3" in str(err.value) and "not UTF-8" in str(err.value) and "save the profile as UTF-8" in \
+        str(err.value)
+
+
+def test_a_directory_is_not_a_profile(tmp_path):
+    with pytest.raises(ProfileError, match="is a directory, not a YAML file"):
+        load_profile(f"{tmp_path}/")
