@@ -12,6 +12,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,6 +111,36 @@ def atomic_write_json(path: Path, data: Any) -> None:
 def read_json(path: Path) -> Any:
     with open(path) as fh:
         return json.load(fh)
+
+
+def make_results_root(root: Path) -> None:
+    """Create the results directory. Directories created inside a shared sticky directory (/dev/shm, /tmp) on the
+    way to a per-user one (/dev/shm/mlps-slurm/$USER/runs) are made like it, 1777, so the next user can create
+    theirs there too; the user's own directories keep the umask's mode."""
+    missing = []
+    probe = root
+    while not probe.exists() and probe != probe.parent:
+        missing.append(probe)
+        probe = probe.parent
+    shared = False
+    try:
+        mode = probe.stat().st_mode
+        shared = bool(mode & stat.S_ISVTX) and bool(mode & stat.S_IWOTH)
+    except OSError:
+        pass
+    user = os.environ.get("USER") or ""
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            pass
+        if shared and directory.name != user:
+            try:
+                directory.chmod(0o1777)
+            except PermissionError:  # another user made it first: theirs to set
+                pass
+        else:
+            shared = False  # below the user's own directory nothing is shared
 
 
 class RunDirectory:
@@ -218,7 +249,7 @@ class RunDirectory:
     @contextmanager
     def staged(cls, results_root: Path, run_id: str) -> Iterator["RunDirectory"]:
         """Yield a run directory under a temporary name; rename it to its run id only if the block succeeds."""
-        results_root.mkdir(parents=True, exist_ok=True)
+        make_results_root(results_root)
         final = results_root / run_id
         if final.exists():
             raise FileExistsError(f"run directory {final} already exists; run directories are never reused")

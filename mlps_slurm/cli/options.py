@@ -14,9 +14,17 @@ def apply(options: list[Callable[[Any], Any]], f: Any) -> Any:
     return f
 
 
+def default_profile() -> str:
+    """Resolved when a command runs, not at import: --help stays instant."""
+    from mlps_slurm.profile import default_profile_ref
+
+    return default_profile_ref()
+
+
 def profile_options(f: Any) -> Any:
     return apply([
-        click.option("--profile", "profile_ref", default="localhost", show_default=True, metavar="NAME|PATH",
+        click.option("--profile", "profile_ref", default=default_profile, metavar="NAME|PATH",
+                     show_default="$MLPS_PROFILE, else a profile named 'default', else localhost",
                      help="Site profile by name (see `mlps-slurm profiles list`) or path to a YAML file."),
         click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one profile value, e.g. -o nodes.count=2 (repeatable)."),

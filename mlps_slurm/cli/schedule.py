@@ -25,7 +25,9 @@ def _state(state_dir: str | None) -> Path:
 
 def _profile_of(argv: list[str]) -> tuple[str, list[str]]:
     """The profile and overrides the scheduled submission names (the firing job runs where that profile says)."""
-    profile, overrides = "localhost", []
+    from mlps_slurm.profile import default_profile_ref
+
+    profile, overrides = default_profile_ref(), []
     for i, arg in enumerate(argv[:-1]):
         if arg == "--profile":
             profile = argv[i + 1]

@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -71,6 +71,18 @@ def search_dirs() -> list[Path]:
     """Lowest precedence first: packaged, the site's /etc, the user's XDG config."""
     xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
     return [site_profiles_dir(), SYSTEM_PROFILES, Path(xdg) / "mlps-slurm" / "site_profiles"]
+
+
+DEFAULT_HELP = "$MLPS_PROFILE, else a profile named 'default' (e.g. /etc/mlps-slurm/site_profiles/default.yaml), " \
+               "else localhost"
+
+
+def default_profile_ref(env: Mapping[str, str] = os.environ) -> str:
+    """The profile used without --profile: $MLPS_PROFILE, else one named "default" in the search directories (a
+    site installs /etc/mlps-slurm/site_profiles/default.yaml, usually `extends: <its profile>`), else localhost."""
+    if env.get("MLPS_PROFILE"):
+        return env["MLPS_PROFILE"]
+    return "default" if "default" in list_profiles() else "localhost"
 
 
 def list_profiles() -> dict[str, Path]:

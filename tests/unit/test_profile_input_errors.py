@@ -35,3 +35,34 @@ def test_non_utf8_profiles_name_the_file_and_line(tmp_path):
 def test_a_directory_is_not_a_profile(tmp_path):
     with pytest.raises(ProfileError, match="is a directory, not a YAML file"):
         load_profile(f"{tmp_path}/")
+
+
+def test_the_default_profile_comes_from_the_environment_or_a_site_default(tmp_path, monkeypatch):
+    from mlps_slurm.profile import default_profile_ref
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    assert default_profile_ref({}) == "localhost"
+    site = tmp_path / "cfg" / "mlps-slurm" / "site_profiles"
+    site.mkdir(parents=True)
+    (site / "default.yaml").write_text("name: default\nextends: generic-cpu\n")
+    assert default_profile_ref({}) == "default"
+    assert load_profile(default_profile_ref({})).get("slurm.partition") == "compute"
+    assert default_profile_ref({"MLPS_PROFILE": "gpu-pyxis"}) == "gpu-pyxis"
+
+
+def test_shared_parents_of_a_per_user_results_directory_stay_open_to_other_users(tmp_path, monkeypatch):
+    import stat as st
+
+    from mlps_slurm.rundir import make_results_root
+
+    shared = tmp_path / "shm"
+    shared.mkdir()
+    shared.chmod(0o1777)
+    monkeypatch.setenv("USER", "alice")
+    make_results_root(shared / "mlps-slurm" / "alice" / "runs")
+    assert st.S_IMODE((shared / "mlps-slurm").stat().st_mode) == 0o1777  # bob can create his directory here
+    assert st.S_IMODE((shared / "mlps-slurm" / "alice").stat().st_mode) != 0o1777
+    private = tmp_path / "home"
+    private.mkdir(mode=0o755)
+    make_results_root(private / "a" / "b")
+    assert st.S_IMODE((private / "a").stat().st_mode) != 0o1777
