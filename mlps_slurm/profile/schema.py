@@ -179,6 +179,14 @@ def suite_fields() -> dict[str, Field]:
 STORAGE_PATH = re.compile(r"^(/|~|\$)[^,%\s\x00-\x1f\x7f]*$")
 
 
+# Options the chain sets itself: from a profile they would silently replace its own (sbatch keeps the last), e.g.
+# --dependency=singleton dropping the preflight gate, or --output moving the logs the finalize reads.
+_OURS = ("dependency", "job-name", "output", "error", "array", "hold", "comment", "kill-on-invalid-dep", "parsable",
+         "test-only", "wait", "requeue", "no-requeue", "export")
+_NOT_OURS = r"^(?!--(" + "|".join(_OURS) + r")(=|$))(?!-[dJoeaH])"
+_OURS_HELP = ", ".join(f"--{o}" for o in _OURS)
+
+
 def _path_field(default: str, doc: str, storage: str = "") -> Field:
     return Field("str", default, doc, pattern=STORAGE_PATH, path=True, storage=storage,
                  pattern_help="an absolute path (~ and $VAR allowed) without commas, '%', spaces or control "
@@ -213,10 +221,14 @@ SCHEMA: dict[str, Field] = {
        for kind, default in (("preflight", "00:10:00"), ("datagen", "04:00:00"), ("run", "04:00:00"),
                              ("finalize", "00:15:00"))},
     "slurm.extra_directives": Field("list[str]", [], "Extra #SBATCH options for every job, one per item, e.g. "
-                                    "'--mail-type=FAIL'.", pattern=re.compile(r"^--?[A-Za-z][A-Za-z0-9-]*(=\S+)?$"),
-                                    pattern_help="one option such as --mail-type=FAIL (no spaces or quotes)"),
+                                    "'--mail-type=FAIL'.",
+                                    pattern=re.compile(_NOT_OURS + r"--?[A-Za-z][A-Za-z0-9-]*(=\S+)?$"),
+                                    pattern_help="one option such as --mail-type=FAIL (no spaces or quotes), not one "
+                                                 "mlps-slurm sets itself (" + _OURS_HELP + ")"),
     "slurm.extra_sbatch_args": Field("list[str]", [], "Extra sbatch command-line arguments, one per item (passed "
-                                     "as arguments, never through a shell)."),
+                                     "as arguments, never through a shell).", pattern=re.compile(_NOT_OURS + ".*$"),
+                                     pattern_help="an argument that is not one mlps-slurm sets itself ("
+                                                  + _OURS_HELP + ")"),
     # --- the nodes a run may use
     "nodes.count": Field("int", 1, "Compute nodes a benchmark job may use (also the preflight's node count).",
                          minimum=1),

@@ -280,8 +280,9 @@ def test_replace_word_only_replaces_the_whole_node_name():
         "<node> and n10 and /data/n1 and <node>."
 
 
-def test_gather_of_many_nodes_is_fast(tmp_path):
-    """A smoke-sized version of benchmarks/preflight_gather.py: 2,000 reports in well under a second."""
+def test_gather_of_many_nodes(tmp_path):
+    """2,000 reports gathered into one verdict. How fast is measured by perf/preflight_gather.py (printed figures,
+    not a timed assertion: these machines are noisy)."""
     nodes = [f"c{i:05d}" for i in range(1, 2001)]
     run = make_run(tmp_path)
     checks = [make_check(f"check.{i}", PASS, "fine " * 10, value=i) for i in range(15)]
@@ -289,9 +290,6 @@ def test_gather_of_many_nodes_is_fast(tmp_path):
     for n in nodes:
         write(run, report(n, targets=targets[n], checks=checks))
     write_mpi(run, nodes)
-    started = time.perf_counter()
     gathered = pf_gather.gather(run, nodes, now=NOW, batch_host="c00001", job_id="9")
     write_outputs(run, gathered)
-    elapsed = time.perf_counter() - started
     assert gathered["ok"] and len(gathered["nodes"]) == 2000
-    assert elapsed < 1.0, f"gathering 2,000 reports took {elapsed:.2f} s"

@@ -58,6 +58,10 @@ def plan(request: CheckpointingRequest, profile: SiteProfile, *, run_id: str, ru
         f"--nodes={nodes}", f"--ntasks={nprocs}"]
     if nprocs % nodes == 0:
         bench_sbatch.append(f"--ntasks-per-node={nprocs // nodes}")
+    # One rank that fails (an OSError, the OOM killer) ends the whole step (srun -K) instead of leaving the others
+    # spinning in a barrier until the time limit: MPI_Abort alone does not end an srun/PMIx step here.
+    # (Not in the preflight: there every node's check must finish and report, whatever the others do.)
+    engine_env = {**base["env"], "SLURM_KILL_BAD_EXIT": "1"}
     benchmark = JobSpec(
         key="checkpointing",
         template="checkpointing.sbatch.j2",
@@ -65,7 +69,7 @@ def plan(request: CheckpointingRequest, profile: SiteProfile, *, run_id: str, ru
         dependencies=() if request.skip_preflight else (("afterok", ("preflight",)),),
         pin_to_preflight=not request.skip_preflight,
         outputs=(raw_relpath("checkpointing", model.name), *host_metrics_outputs(profile, "checkpointing")),
-        context={**base,
+        context={**base, "env": engine_env,
                  "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "checkpointing"),
                  "raw_dir": raw,
                  "checkpoint_dir": checkpoint_dir,
