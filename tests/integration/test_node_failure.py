@@ -40,7 +40,7 @@ def results_dir():
 
 def test_a_dead_node_fails_the_job_the_finalize_says_so_and_up_repairs_in_place(results_dir):
     proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "submit", "checkpointing", "--model", "llama3-8b",
-                           "--scale", "0.002", "--seconds-between-checkpoints", "3", "--nodes", "4",
+                           "--scale", "0.002", "--seconds-between-checkpoints", "8", "--nodes", "4",
                            "--results-dir", str(results_dir), "--json"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr

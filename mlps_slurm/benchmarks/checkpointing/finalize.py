@@ -28,6 +28,14 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
         bench = states.get("checkpointing", {})
         detail = f" (job {bench.get('job_id')} {bench.get('state')}: {bench.get('reason')})" if bench else ""
         reasons.append(f"the checkpointing engine left no output at {engine_output}{detail}")
+    bench = states.get("checkpointing", {})
+    if metrics is not None and bench.get("state") not in (None, "COMPLETED", "UNKNOWN"):
+        # The engine finished, then Slurm ended the job otherwise (a node declared dead, a time limit during the
+        # clean-up): a run whose job failed is not a result to submit, whatever its output says.
+        reasons.append(f"the checkpointing job {bench.get('job_id')} ended {bench.get('state')}"
+                       f"{' on ' + bench['nodes'] if bench.get('nodes') else ''}"
+                       f"{', ' + bench['reason'] if bench.get('reason') not in (None, '', 'None') else ''} after "
+                       "its engine wrote the output; the run is not trusted")
     if metrics is not None:
         expected = request["expected_bytes_per_checkpoint"]
         for c in metrics["checkpoints"]:
