@@ -167,7 +167,11 @@ def parse(path: str | Path) -> list[Pin]:
     """Pins from a requirements.txt-style lockfile. Raises LockfileError naming the file and line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        line = exc.object[:exc.start].count(b"\n") + 1
+        raise LockfileError(f"{path}:{line}: not UTF-8 text (byte {exc.object[exc.start]:#04x}); the lockfile is "
+                            "damaged: generate it again with `mlps-slurm lockfile generate`") from None
     except OSError as exc:
         raise LockfileError(f"cannot read lockfile {path}: {exc.strerror or exc}") from exc
     return parse_text(text, str(path))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import NoReturn
 
@@ -160,14 +161,20 @@ def lockfile() -> None:
 
 
 @lockfile.command("generate")
-@click.option("--output", "-O", type=click.Path(dir_okay=False), default="mlps-slurm.lock", show_default=True)
+@click.option("--output", "-O", type=click.Path(dir_okay=False), default="mlps-slurm.lock", show_default=True,
+              help="The lockfile to write (an existing one only with --force).")
 @click.option("--from", "requirements_in", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Resolve this requirements file (uv pip compile, else pip's resolver) instead of pinning the "
                    "installed environment.")
-def lockfile_generate(output: str, requirements_in: str | None) -> None:
+@click.option("--force", is_flag=True, help="Replace an existing lockfile.")
+def lockfile_generate(output: str, requirements_in: str | None, force: bool) -> None:
     """Write a requirements.txt-style lockfile of this interpreter's environment (or of --from)."""
     from mlps_slurm.cli.commands import generate_lockfile
 
+    if os.path.lexists(output) and not force:
+        click.echo(f"mlps-slurm: error: {output} exists; lockfiles are not overwritten: choose another -O or add "
+                   "--force", err=True)
+        sys.exit(2)
     sys.exit(generate_lockfile(output, requirements_in))
 
 

@@ -163,3 +163,20 @@ def test_project_requirements_parse_and_match_the_venv():
     pins = lockfile.parse(ROOT / "requirements" / "jobs.txt") + lockfile.parse(ROOT / "requirements" / "nodeps.txt")
     assert len(pins) > 20
     assert all(p.kind == "pinned" for p in pins)
+
+
+def test_a_damaged_lockfile_and_an_existing_output_are_one_error_line(tmp_path):
+    from click.testing import CliRunner
+
+    from mlps_slurm.cli.main import main
+
+    bad = tmp_path / "bad.lock"
+    bad.write_bytes(b"click==8.1.7\nnumpy==1.0\xff\n")
+    with pytest.raises(lockfile.LockfileError, match=r"bad.lock:2: not UTF-8"):
+        lockfile.parse(bad)
+    result = CliRunner().invoke(main, ["lockfile", "verify", str(bad)])
+    assert result.exit_code == 2 and "not UTF-8" in result.output
+    existing = tmp_path / "mlps-slurm.lock"
+    existing.write_text("keep me\n")
+    result = CliRunner().invoke(main, ["lockfile", "generate", "-O", str(existing)])
+    assert result.exit_code == 2 and "--force" in result.output and existing.read_text() == "keep me\n"
