@@ -32,7 +32,8 @@ class CheckpointingRequest(Request):
                                                 help="Pause between two checkpoints (the rules' "
                                                      "time_between_checkpoints).")
     nodes: int | None = option(None, "--nodes", "-N", min=1,
-                               help="Nodes (default: the profile's nodes.count, at most one per rank).")
+                               help="Nodes (default: the ranks over the profile's nodes.accelerators_per_node, "
+                                    "rounded up; at most nodes.count and one node per rank).")
     engine: str | None = option(None, "--engine", choices=("builtin", "dlio"),
                                 help="builtin: mlps-slurm's MPI checkpoint engine; dlio: a DLIO build with llama3 "
                                      "checkpoint workloads (default: the profile's engines.checkpointing.engine).")
