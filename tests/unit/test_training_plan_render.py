@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 
+import pytest
+
 
 from mlps_slurm.benchmarks.training.request import TrainingRequest
 
@@ -118,3 +120,16 @@ def test_rendered_scripts_are_valid_bash(tmp_path):
         path.write_text(text)
         assert subprocess.run(["bash", "-n", str(path)]).returncode == 0, name
         assert "'++workload.dataset.data_folder=/data/my ds; rm -rf ~'" in text or name != "02-run.sbatch"
+
+
+def test_verify_lockfile_has_every_node_checked_against_it(tmp_path):
+    lock = tmp_path / "pins.lock"
+    lock.write_text("click==8.1.7\n")
+    plan = make_plan(verify_lockfile=str(lock))
+    assert plan.preflight["lockfile"] == f"{RUN_DIR}/lockfile.txt" and plan.lockfile_source == str(lock)
+    from mlps_slurm.benchmarks.base import PlanError
+    from mlps_slurm.benchmarks.training.plan import probe
+
+    lock.write_bytes(b"click==8\xff\n")
+    with pytest.raises(PlanError, match="--verify-lockfile: .*not UTF-8"):
+        probe(plan, PY)

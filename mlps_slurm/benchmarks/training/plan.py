@@ -206,8 +206,9 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     if needs_tensorflow(config):
         modules.append("tensorflow")
     # MLPerf Storage: the dataset and the results must live on different filesystems.
+    lockfile = f"{run_dir}/lockfile.txt" if request.verify_lockfile else None
     preflight_spec = preflight_requirements(profile, run_dir, python, storage=storage, engine_modules=modules,
-                                            separate_from_results=("data_dir",))
+                                            separate_from_results=("data_dir",), lockfile=lockfile)
     if memory is not None:
         preflight_spec["memory_gb_expected"] = memory
         # The dataset was sized from this memory: a node with more would make it too small (5 x memory rule).
@@ -230,10 +231,17 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
         "raw_dir": raw, "engine": "dlio", "engine_tested_version": eng.TESTED_DLIO_VERSION,
     }
     return Plan(run_id=run_id, benchmark="training", request=request, settings=settings, jobs=jobs,
-                notes=tuple(notes), preflight=preflight_spec)
+                notes=tuple(notes), preflight=preflight_spec, lockfile_source=request.verify_lockfile)
 
 
 def probe(plan: Plan, python: str) -> None:
+    if plan.request.verify_lockfile:
+        from mlps_slurm.lockfile import LockfileError, parse
+
+        try:
+            parse(plan.request.verify_lockfile)  # a broken lockfile is refused here, not on every node
+        except LockfileError as exc:
+            raise PlanError(f"--verify-lockfile: {exc}") from exc
     problems = eng.probe_engine(python, plan.settings["needs_tensorflow"])
     if problems:
         raise PlanError("; ".join(problems))

@@ -37,7 +37,12 @@ class TrainingRequest(Request):
     reuse_data: bool = option(False, "--reuse-data",
                               help="Keep an existing dataset when its file count and sizes match; otherwise "
                                    "generate it.")
+    verify_lockfile: str | None = option(None, "--verify-lockfile", existing_file=True,
+                                         help="Lockfile (mlps-slurm lockfile generate) that every node's packages "
+                                              "must match.")
     # GiB per client node; None: the profile's nodes.memory_gb, else the preflight's measurement (datagen job).
+    # (No --skip-preflight for training: the datagen sizes the dataset from the preflight's memory facts, and
+    # the rules want the dataset and results on filesystems the preflight checked.)
     client_memory_gb: float | None = option(None, min=0, min_open=True)
 
 
