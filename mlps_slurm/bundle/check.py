@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -103,7 +104,8 @@ def check_bundle(tarball: str | os.PathLike[str], workdir: str | os.PathLike[str
             with open(path, "rb") as raw, \
                     progress("bundle --check: reading and hashing", total=os.fstat(raw.fileno()).st_size,
                              unit="B") as bar, \
-                    tarfile.open(fileobj=_CountingReader(raw, bar), mode="r|gz") as tar:  # type: ignore[arg-type]
+                    gzip.GzipFile(fileobj=_CountingReader(raw, bar), mode="rb") as gz, \
+                    tarfile.open(fileobj=gz, mode="r|") as tar:  # type: ignore[arg-type]
                 for member in tar:
                     bar.note(member.name)
                     unsafe = _safe_member(member.name, top)
@@ -133,6 +135,10 @@ def check_bundle(tarball: str | os.PathLike[str], workdir: str | os.PathLike[str
                         sums_text = dest.read_text(encoding="utf-8", errors="replace")
                     else:
                         hashes[rel] = hasher.hexdigest()
+                # tar stops at its end-of-archive blocks; gzip checks its trailer (CRC and length) only at the
+                # end of the stream: read to it, so a tarball cut short in its last bytes is caught.
+                while gz.read(COPY_BUFFER):
+                    pass
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             check.problems.append(f"{path}: unreadable or truncated tarball: {exc}")
             return check

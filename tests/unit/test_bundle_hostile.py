@@ -79,3 +79,16 @@ def test_two_runs_started_in_the_same_second_are_refused_not_merged(tmp_path):
     assert not (tmp_path / "sub").exists()
     one = make_bundle([d / "r1"], "acme", "sys1", tmp_path / "sub")
     assert check_bundle(one.tarball).ok
+
+
+@pytest.mark.parametrize("cut", [4, 8, 1])
+def test_a_tarball_cut_in_its_gzip_trailer_fails_the_check(tmp_path, cut):
+    d = tmp_path / "runs"
+    corpus.checkpoint_run(d, run_id="r1")
+    result = make_bundle([d / "r1"], "acme", "sys1", tmp_path / "sub")
+    assert check_bundle(result.tarball).ok
+    data = result.tarball.read_bytes()
+    short = tmp_path / "short.tar.gz"
+    short.write_bytes(data[:-cut])  # the CRC/length trailer (8 bytes) loses its last bytes
+    problems = check_bundle(short).problems
+    assert any("unreadable or truncated" in p for p in problems), problems
