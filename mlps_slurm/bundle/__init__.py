@@ -14,10 +14,10 @@
     layout.py    Entry and the two run layouts benchmarks choose from
     tarball.py   the tree and the tarball written in one pass, the parallel gzip stream
     tree.py      make_bundle: which runs go where, and the generated files
-    check.py     check_bundle: checksums and the rules re-run on the bundled runs
+    check.py     check_bundle (a tarball), check_tree (its directory): checksums, the rules re-run on the runs
 """
 
-from mlps_slurm.bundle.check import BundleCheck, check_bundle, check_command
+from mlps_slurm.bundle.check import BundleCheck, check_bundle, check_command, check_tree
 from mlps_slurm.bundle.layout import RUN_SKIP, Entry
 from mlps_slurm.bundle.tarball import (BLOCK_BYTES, COPY_BUFFER, GZIP_LEVEL, SUMS, ParallelGzipWriter,
                                        write_tree_and_tarball)
@@ -26,5 +26,5 @@ from mlps_slurm.bundle.tree import (CSV_FIRST, EXIT_ERROR, EXIT_OK, EXIT_REFUSED
 
 __all__ = ["BLOCK_BYTES", "COPY_BUFFER", "CSV_FIRST", "EXIT_ERROR", "EXIT_OK", "EXIT_REFUSED", "GZIP_LEVEL",
            "RUN_SKIP", "SUMS", "BundleCheck", "BundleError", "BundleResult", "Entry", "ParallelGzipWriter",
-           "build_bundle", "bundle_command", "check_bundle", "check_command", "make_bundle", "results_csv",
+           "build_bundle", "bundle_command", "check_bundle", "check_command", "check_tree", "make_bundle", "results_csv",
            "system_description", "write_tree_and_tarball"]

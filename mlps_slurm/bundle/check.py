@@ -142,43 +142,88 @@ def check_bundle(tarball: str | os.PathLike[str], workdir: str | os.PathLike[str
         except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
             check.problems.append(f"{path}: unreadable or truncated tarball: {exc}")
             return check
-        check.files_checked = len(hashes)
         if sums_text is None:
             check.problems.append(f"{path}: has no {SUMS}")
             return check
-        sums, problems = _parse_sums(sums_text)
-        check.problems += problems
-        for name, digest in sorted(sums.items()):
-            if name not in hashes:
-                check.problems.append(f"{name}: listed in {SUMS} but missing from the tarball")
-            elif hashes[name] != digest:
-                check.problems.append(f"{name}: SHA-256 mismatch (file changed after bundling): {SUMS} says "
-                                      f"{digest[:16]}..., the file is {hashes[name][:16]}...")
-        for name in sorted(set(hashes) - set(sums)):
-            check.problems.append(f"{name}: not covered by {SUMS}")
+        _compare_sums(check, hashes, sums_text, "the tarball")
         if top is None:
             check.problems.append(f"{path}: empty tarball")
             return check
-        report = verify_runs([tmp / top], submission=True)
-        check.report = report
-        for run in report.runs:
-            rel_parts = Path(run.path).relative_to(tmp / top).parts
-            placed = rel_parts[0] if rel_parts else "?"
-            got = report.division_of(run).value.lower()
-            if placed != got and not (placed == "open" and got == "closed"):
-                check.problems.append(f"run {run.run_id} is under {placed}/ but re-verifies as {got.upper()}")
-            if not run.usable:
-                check.problems.append(f"run {run.run_id}: no usable result: {'; '.join(run.problems[:3])}")
-        for u in report.unused:
-            if u.planned:
-                check.problems.append(f"{u.path}: {u.reason}")
+        _rerun_rules(check, tmp / top)
         return check
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _compare_sums(check: BundleCheck, hashes: dict[str, str], sums_text: str, where: str) -> None:
+    check.files_checked = len(hashes)
+    sums, problems = _parse_sums(sums_text)
+    check.problems += problems
+    for name, digest in sorted(sums.items()):
+        if name not in hashes:
+            check.problems.append(f"{name}: listed in {SUMS} but missing from {where}")
+        elif hashes[name] != digest:
+            check.problems.append(f"{name}: SHA-256 mismatch (file changed after bundling): {SUMS} says "
+                                  f"{digest[:16]}..., the file is {hashes[name][:16]}...")
+    for name in sorted(set(hashes) - set(sums)):
+        check.problems.append(f"{name}: not covered by {SUMS}")
+
+
+def _rerun_rules(check: BundleCheck, root: Path) -> None:
+    """The rules again on the bundled runs: each must re-verify into the division it was placed under."""
+    report = verify_runs([root], submission=True)
+    check.report = report
+    for run in report.runs:
+        rel_parts = Path(run.path).relative_to(root).parts
+        placed = rel_parts[0] if rel_parts else "?"
+        got = report.division_of(run).value.lower()
+        if placed != got and not (placed == "open" and got == "closed"):
+            check.problems.append(f"run {run.run_id} is under {placed}/ but re-verifies as {got.upper()}")
+        if not run.usable:
+            check.problems.append(f"run {run.run_id}: no usable result: {'; '.join(run.problems[:3])}")
+    for u in report.unused:
+        if u.planned:
+            check.problems.append(f"{u.path}: {u.reason}")
+
+
+def check_tree(tree: str | os.PathLike[str]) -> BundleCheck:
+    """The same checks on a bundle directory (what `bundle` wrote beside its tarball, or an unpacked one): every
+    file against SHA256SUMS (a changed byte, a file added or removed), no link or special file, then the rules.
+    The tarball(s) in the directory are not part of the tree."""
+    root = Path(tree)
+    check = BundleCheck(str(root))
+    try:
+        sums_text = (root / SUMS).read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        check.problems.append(f"{root / SUMS}: {exc.strerror or exc}")
+        return check
+    hashes: dict[str, str] = {}
+    try:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]):
+                path = Path(dirpath) / name
+                rel = path.relative_to(root).as_posix()
+                if rel == SUMS or (Path(dirpath) == root and name.endswith(".tar.gz")):
+                    continue
+                if path.is_symlink() or not path.is_file():
+                    check.problems.append(f"{rel}: not a regular file")
+                    continue
+                hasher = hashlib.sha256()
+                with open(path, "rb") as fh:
+                    for chunk in iter(lambda: fh.read(COPY_BUFFER), b""):
+                        hasher.update(chunk)
+                hashes[rel] = hasher.hexdigest()
+    except OSError as exc:
+        check.problems.append(f"{exc.filename or root}: {exc.strerror or exc}")
+        return check
+    _compare_sums(check, hashes, sums_text, "the directory")
+    _rerun_rules(check, root)
+    return check
+
+
 def check_command(tarball: str, echo: Any = print) -> int:
-    """`mlps-slurm bundle --check TARBALL`."""
-    result = check_bundle(tarball)
+    """`mlps-slurm bundle --check TARBALL|DIR`."""
+    result = check_tree(tarball) if Path(tarball).is_dir() else check_bundle(tarball)
     echo(result.to_text().rstrip("\n"))
     return result.exit_code

@@ -144,8 +144,9 @@ def verify(paths: tuple[str, ...], output: str | None, submission: bool | None, 
 @click.option("--output", "-O", type=click.Path(), default=None,
               help="New directory for the submission tree and tarball (default: ./mlps-submission-<time>).")
 @click.option("--allow-invalid", is_flag=True, help="Bundle INVALID runs too, under invalid/ (never closed/open).")
-@click.option("--check", "check", type=click.Path(exists=True, dir_okay=False), default=None, metavar="TARBALL",
-              help="Verify a bundle: every checksum, then the rules on the bundled runs.")
+@click.option("--check", "check", type=click.Path(exists=True), default=None, metavar="TARBALL|DIR",
+              help="Verify a bundle (its tarball, or its directory tree): every checksum, then the rules on the "
+                   "bundled runs.")
 @profile_options
 def bundle(runs: tuple[str, ...], org: str | None, system: str | None, output: str | None, allow_invalid: bool,
            check: str | None, profile_ref: str, overrides: tuple[str, ...]) -> None:

@@ -92,3 +92,25 @@ def test_a_tarball_cut_in_its_gzip_trailer_fails_the_check(tmp_path, cut):
     short.write_bytes(data[:-cut])  # the CRC/length trailer (8 bytes) loses its last bytes
     problems = check_bundle(short).problems
     assert any("unreadable or truncated" in p for p in problems), problems
+
+
+def test_check_of_the_bundle_directory_catches_a_changed_byte_and_an_added_file(tmp_path):
+    from mlps_slurm.bundle import check_tree
+
+    d = tmp_path / "runs"
+    corpus.checkpoint_run(d, run_id="r1")
+    result = make_bundle([d / "r1"], "acme", "sys1", tmp_path / "sub")
+    assert check_tree(result.tree).ok and check_tree(result.tree).files_checked > 5
+    engine = next(result.tree.rglob("engine.json"))
+    data = bytearray(engine.read_bytes())
+    data[10] ^= 1
+    engine.write_bytes(bytes(data))
+    problems = check_tree(result.tree).problems
+    assert any("engine.json: SHA-256 mismatch" in p for p in problems), problems
+    engine.write_bytes(bytes(data[:10]) + bytes([data[10] ^ 1]) + bytes(data[11:]))
+    assert check_tree(result.tree).ok
+    (result.tree / "extra.txt").write_text("x")
+    (engine.parent / "link.json").symlink_to(engine)
+    problems = check_tree(result.tree).problems
+    assert any("extra.txt: not covered by SHA256SUMS" in p for p in problems)
+    assert any("link.json: not a regular file" in p for p in problems)
