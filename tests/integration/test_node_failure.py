@@ -24,6 +24,7 @@ CLUSTER_DIR = Path(os.environ.get("MLPS_CLUSTER_DIR", "/var/tmp/mlps-local-clust
 def status(run: Path) -> tuple[dict, int]:
     proc = subprocess.run([sys.executable, "-m", "mlps_slurm", "status", str(run), "--json"], capture_output=True,
                           text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode in (0, 1, 5), f"status exited {proc.returncode}: {proc.stderr}"
     return json.loads(proc.stdout), proc.returncode
 
 
