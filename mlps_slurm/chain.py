@@ -20,6 +20,23 @@ from mlps_slurm.steps.progress import describe as describe_progress, read_progre
 from mlps_slurm.slurm import Dependency, JobState, SlurmBackend, SlurmError, combined_state
 
 
+def dependencies_on(job: dict[str, Any], ids: dict[str, str], backend: SlurmBackend) -> list[Dependency]:
+    """The planned dependencies of `job` on the jobs submitted so far (`ids`). A dependency on a job not among
+    them is left out: for `resume`, that job completed, so it is met."""
+    deps = []
+    for kind, keys in job["dependencies"]:
+        live = [k for k in keys if k in ids]
+        for key in live:
+            # Slurm accepts a dependency on an unknown job id and treats it as satisfied: never chain on an id
+            # the controller does not know.
+            if not backend.job_exists(ids[key]):
+                raise SlurmError(f"Slurm does not know job {ids[key]} ({key}) that {job['key']} would depend on; "
+                                 "refusing to chain on it")
+        if live:
+            deps.append(Dependency(kind, tuple(ids[k] for k in live)))
+    return deps
+
+
 def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
     """Submit the run's jobs in order; on any failure cancel what was submitted, remove the run, and raise.
 
@@ -31,15 +48,7 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
     held = None
     try:
         for job in manifest["plan"]["jobs"]:
-            deps = []
-            for kind, keys in job["dependencies"]:
-                for key in keys:
-                    # Slurm accepts a dependency on an unknown job id and treats it as satisfied: never chain
-                    # on an id the controller does not know.
-                    if not backend.job_exists(ids[key]):
-                        raise SlurmError(f"Slurm does not know job {ids[key]} ({key}) that {job['key']} would "
-                                         "depend on; refusing to chain on it")
-                deps.append(Dependency(kind, tuple(ids[k] for k in keys)))
+            deps = dependencies_on(job, ids, backend)
             extra = list(job.get("sbatch_args", []))
             if job["key"] == "preflight":
                 extra.append("--hold")
@@ -56,7 +65,7 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
         # themselves, and a later write from here would undo that.
         manifest["state"] = "submitted"
         run.write_manifest(manifest)
-        _record_member_jobs(run, manifest)
+        record_member_jobs(run, manifest)
         if held:
             backend.release(held)
     except BaseException:
@@ -66,7 +75,7 @@ def submit_chain(run: RunDirectory, backend: SlurmBackend) -> dict[str, str]:
     return ids
 
 
-def _record_member_jobs(run: RunDirectory, manifest: dict[str, Any]) -> None:
+def record_member_jobs(run: RunDirectory, manifest: dict[str, Any]) -> None:
     """A suite: each workload's manifest gets the ids of its jobs (the shared preflight and finalize included), so
     its own status, finalize and rules read them as for a single run."""
     for member in manifest["request"].get("members", []):
@@ -80,7 +89,7 @@ def _record_member_jobs(run: RunDirectory, manifest: dict[str, Any]) -> None:
         member_run.write_manifest(m)
 
 
-_MEMBER_DIR = re.compile(r"runs/[A-Za-z0-9][A-Za-z0-9_.-]*")
+MEMBER_DIR = re.compile(r"runs/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 def progress_location(run: RunDirectory, manifest: dict[str, Any], key: str) -> tuple[Path, str] | None:
@@ -93,7 +102,7 @@ def progress_location(run: RunDirectory, manifest: dict[str, Any], key: str) -> 
         prefix = f"{member.get('name')}."
         if key.startswith(prefix):
             rel = str(member.get("dir", ""))
-            if not _MEMBER_DIR.fullmatch(rel) or ".." in rel:
+            if not MEMBER_DIR.fullmatch(rel) or ".." in rel:
                 return None
             return run.path / rel, key[len(prefix):]
     return run.path, key

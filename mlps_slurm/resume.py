@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from mlps_slurm import benchmarks
-from mlps_slurm.chain import _MEMBER_DIR, ChainStatus, _record_member_jobs, chain_status, progress_location
+from mlps_slurm.chain import (MEMBER_DIR, ChainStatus, chain_status, dependencies_on, progress_location,
+                              record_member_jobs)
 from mlps_slurm.rundir import RunDirectory, attempt_dir, atomic_write_text, read_json
-from mlps_slurm.slurm import Dependency, SlurmBackend, SlurmError
+from mlps_slurm.slurm import Dependency, SlurmBackend
 from mlps_slurm.steps.progress import progress_file
 
 SHARED = ("preflight", "finalize")
@@ -165,7 +166,7 @@ def plan_resume(run: RunDirectory, manifest: dict[str, Any], status: ChainStatus
     if "preflight" in plan.rerun:
         for member in manifest.get("request", {}).get("members", []) or []:
             rel = str(member.get("dir", "")) if isinstance(member, dict) else ""
-            link = _inside(run, run.path, f"{rel}/preflight") if _MEMBER_DIR.fullmatch(rel) else None
+            link = _inside(run, run.path, f"{rel}/preflight") if MEMBER_DIR.fullmatch(rel) else None
             if link is None:
                 raise ResumeError(f"{run.manifest_path}: workload directory {rel!r} is not inside the run")
             if link.is_dir() and not link.is_symlink():
@@ -266,15 +267,7 @@ def resume_chain(run: RunDirectory, backend: SlurmBackend, dry_run: bool = False
         held = None
         for key, tasks in plan.rerun.items():
             job = planned[key]
-            deps = []
-            for kind, keys in job["dependencies"]:
-                live = [k for k in keys if k in ids]  # a job that completed has met its dependency already
-                for k in live:
-                    if not backend.job_exists(ids[k]):
-                        raise SlurmError(f"Slurm does not know job {ids[k]} ({k}) that {key} would depend on; "
-                                         "refusing to chain on it")
-                if live:
-                    deps.append(Dependency(kind, tuple(ids[k] for k in live)))
+            deps = dependencies_on(job, ids, backend)  # a job that completed has met its dependency already
             if job.get("pin_to_preflight") and "preflight" in ids and not any(d.job_ids for d in deps):
                 # Its planned way to the preflight went through a job that completed (a training run array after
                 # its kept datagen): it must still wait for the new preflight, which pins it to the nodes it
@@ -306,7 +299,7 @@ def resume_chain(run: RunDirectory, backend: SlurmBackend, dry_run: bool = False
         manifest.setdefault("resumes", []).append({"at": now, **plan.record()})
         manifest["state"] = "submitted"
         run.write_manifest(manifest)
-        _record_member_jobs(run, manifest)
+        record_member_jobs(run, manifest)
         if held:
             backend.release(held)
     except BaseException:
@@ -314,7 +307,7 @@ def resume_chain(run: RunDirectory, backend: SlurmBackend, dry_run: bool = False
         _move_back(moved)
         run.write_manifest(saved)
         if saved.get("request", {}).get("members"):
-            _record_member_jobs(run, saved)
+            record_member_jobs(run, saved)
         if pin_before is not None:
             atomic_write_text(run.pin_jobs, pin_before)
         raise
