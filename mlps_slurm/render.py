@@ -70,12 +70,28 @@ def render_job(env: jinja2.Environment, job: JobSpec) -> str:
         template = env.get_template(job.template)
         return template.render(**context)
     except jinja2.TemplateSyntaxError as exc:
-        raise TemplateError(f"template {exc.filename or exc.name}:{exc.lineno}: {exc.message}") from exc
+        raise TemplateError(f"template {exc.filename or exc.name}:{exc.lineno}: {exc.message}\n  fix: correct the "
+                            "Jinja2 syntax at that line of the template") from exc
     except jinja2.UndefinedError as exc:
-        raise TemplateError(f"template {job.template}: {exc.message}; templates may only use the variables the "
-                            f"plan provides: {', '.join(sorted(context))}") from exc
+        raise TemplateError(f"template {_template_line(exc) or job.template}: {exc.message}\n  fix: use only the "
+                            f"variables the plan provides: {', '.join(sorted(context))}") from exc
     except jinja2.TemplateNotFound as exc:
         raise TemplateError(f"template {exc.name} not found in the site or packaged template directories") from exc
+    except TemplateError as exc:  # from the finalize hook or a filter: say which template line printed the value
+        raise TemplateError(f"template {_template_line(exc) or job.template}: {exc}") from exc
+
+
+def _template_line(exc: BaseException) -> str | None:
+    """FILE:LINE of the template statement that raised. Jinja2 gives runtime errors no line of their own, but it
+    rewrites the traceback so that each template frame carries the template's file name and line (those frames'
+    globals hold `__jinja_exception__`); the innermost one is where the error is (an include's, when included)."""
+    where = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if "__jinja_exception__" in tb.tb_frame.f_globals:
+            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
+        tb = tb.tb_next
+    return where
 
 
 SYSTEM_TEMPLATES = Path("/etc/mlps-slurm/templates")

@@ -48,7 +48,8 @@ def history() -> None:
 @_scan
 @click.option("--benchmark", default=None, help="Only runs of this benchmark.")
 @click.option("--model", default=None, help="Only runs of this model (index type for vectordb).")
-@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--limit", "-n", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Show at most this many runs (the newest).")
 @_json
 def history_list(db: str | None, profile_ref: str, overrides: tuple[str, ...], no_scan: bool, benchmark: str | None,
                  model: str | None, limit: int, as_json: bool) -> None:

@@ -57,9 +57,11 @@ main.add_command(report)
 @profile_options
 @click.option("--nodes", "-N", type=click.IntRange(min=1), default=None,
               help="Nodes to check (default: the profile's nodes.count).")
-@click.option("--results-dir", type=click.Path(file_okay=False), default=None)
+@click.option("--results-dir", type=click.Path(file_okay=False), default=None,
+              help="Where to create the run directory (default: the profile's storage.results_dir).")
 @click.option("--wait", is_flag=True, help="Wait for the report and print it.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=1800, show_default=True,
+              help="With --wait: give up waiting after this many seconds (the job keeps running).")
 def preflight(profile_ref: str, overrides: tuple[str, ...], nodes: int | None, results_dir: str | None,
               wait: bool, timeout: float) -> None:
     """Submit only the preflight: check every node of an allocation (for admins)."""
@@ -72,7 +74,8 @@ def preflight(profile_ref: str, overrides: tuple[str, ...], nodes: int | None, r
 @click.argument("run", required=False)
 @profile_options
 @click.option("--wait", is_flag=True, help="Wait until the chain ends, then print its results.")
-@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True)
+@click.option("--timeout", type=click.FloatRange(min=1), default=3600, show_default=True,
+              help="With --wait: give up waiting after this many seconds (the chain keeps running).")
 @click.option("--watch", is_flag=True, help="Refresh every 5 s (in place on a terminal) until the chain ends.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON document: every job and array task, the results.")
 def status(run: str | None, profile_ref: str, overrides: tuple[str, ...], wait: bool, timeout: float, watch: bool,
@@ -204,7 +207,8 @@ def profiles_list() -> None:
 
 @profiles.command("show")
 @click.argument("name", default="localhost")
-@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one profile value, e.g. -o nodes.count=2 (repeatable).")
 @click.option("--resolved", is_flag=True, help="Print every resolved value (defaults included) instead of the file.")
 @click.option("--origin", is_flag=True, help="With --resolved: also say where each value came from.")
 def profiles_show(name: str, overrides: tuple[str, ...], resolved: bool, origin: bool) -> None:
@@ -216,7 +220,8 @@ def profiles_show(name: str, overrides: tuple[str, ...], resolved: bool, origin:
 
 @profiles.command("validate")
 @click.argument("path")
-@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override one profile value, e.g. -o nodes.count=2 (repeatable).")
 @click.option("--live", is_flag=True, help="Also check it against the running cluster (partitions, limits, "
                                            "accounts, paths).")
 def profiles_validate(path: str, overrides: tuple[str, ...], live: bool) -> None:
@@ -228,14 +233,21 @@ def profiles_validate(path: str, overrides: tuple[str, ...], live: bool) -> None
 
 @profiles.command("init")
 @click.option("--from-cluster", is_flag=True, help="Fill partition, node count, CPUs and memory from sinfo.")
-@click.option("--name", default="mysite", show_default=True, help="Name of the new profile.")
+@click.option("--name", default=None, help="Name of the new profile (default: the --output file's name without "
+                                            ".yaml, else mysite); it must match the file's name.")
 @click.option("--output", "-O", type=click.Path(dir_okay=False), default=None,
               help="Write to this file (refuses to overwrite) instead of standard output.")
-def profiles_init(from_cluster: bool, name: str, output: str | None) -> None:
+def profiles_init(from_cluster: bool, name: str | None, output: str | None) -> None:
     """Write a starting profile: every key with its default and meaning, or values read from the cluster."""
+    from pathlib import Path
+
     from mlps_slurm.cli.commands import init_profile
 
-    sys.exit(init_profile(from_cluster, name, output))
+    # A profile's name must be its file's name (users pick it by the file name): follow --output by default.
+    if name and output and Path(output).stem != name:
+        raise click.BadParameter(f"the profile would be named {name!r} in {output}: use --output {name}.yaml, or "
+                                 "leave --name out", param_hint="--name")
+    sys.exit(init_profile(from_cluster, name or (Path(output).stem if output else "mysite"), output))
 
 
 if __name__ == "__main__":

@@ -25,7 +25,10 @@ PATH_KEYS = tuple(k for k, f in SCHEMA.items() if f.path)
 
 
 class ProfileError(Exception):
-    """A profile problem a user can fix: says what, where (file, key, line) and how."""
+    """A profile problem a user can fix: says what, where (file, key, line) and how.
+
+    One error may carry several problems (`problems`): a profile is checked whole, so an admin fixes every mistake in
+    one round instead of meeting them one run at a time. A single problem keeps the one-problem wording."""
 
     def __init__(self, message: str, *, source: str | None = None, key: str | None = None,
                  line: int | None = None, fix: str | None = None) -> None:
@@ -36,7 +39,21 @@ class ProfileError(Exception):
         if fix:
             text += f"\n  fix: {fix}"
         super().__init__(text)
-        self.source, self.key, self.line, self.fix = source, key, line, fix
+        self.message, self.source, self.key, self.line, self.fix = message, source, key, line, fix
+        self.problems: list[ProfileError] = [self]
+
+    @classmethod
+    def combine(cls, problems: list[ProfileError]) -> ProfileError:
+        """One error for all `problems` (each is one ProfileError), or the problem itself when it is alone."""
+        if len(problems) == 1:
+            return problems[0]
+        err = cls.__new__(cls)
+        Exception.__init__(err, f"{len(problems)} problems in the profile, each with its file, line, key and fix:\n"
+                           + "\n".join(str(p) for p in problems))
+        err.message, err.key, err.line, err.fix = str(err), None, None, None
+        err.source = problems[0].source
+        err.problems = list(problems)
+        return err
 
 
 @dataclass
@@ -110,31 +127,37 @@ def resolve_reference(ref: str, relative_to: Path | None = None) -> Path:
     available = list_profiles()
     if ref not in available:
         names = ", ".join(sorted(available)) or "(none)"
-        raise ProfileError(f"unknown profile {ref!r}; available profiles: {names}",
-                           fix="pick one of the available profiles, or give a path to a YAML file")
+        close = difflib.get_close_matches(ref, list(available), n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ";"
+        raise ProfileError(f"unknown profile {ref!r}{hint} available profiles: {names}",
+                           fix=f"use {close[0]!r}, or give a path to a YAML file" if close else
+                           "pick one of the available profiles, or give a path to a YAML file")
     return available[ref]
 
 
-def _refuse_duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> None:
+def _duplicate_keys(node: yaml.Node | None, path: Path, prefix: str = "") -> list[ProfileError]:
     """YAML lets a later key silently replace an earlier one: an admin's edit would be lost. Name both lines."""
+    found: list[ProfileError] = []
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
         for k, v in node.value:
             key = f"{prefix}{k.value}"
             line = k.start_mark.line + 1
             if key in seen:
-                raise ProfileError(f"{key} is given twice, on lines {seen[key]} and {line}; the second would "
-                                   "silently replace the first", source=str(path), line=line,
-                                   fix=f"keep one {key} (delete or merge the other)")
+                found.append(ProfileError(f"{key} is given twice, on lines {seen[key]} and {line}; the second would "
+                                          "silently replace the first", source=str(path), line=line,
+                                          fix=f"keep one {key} (delete or merge the other)"))
             seen[key] = line
-            _refuse_duplicate_keys(v, path, key + ".")
+            found += _duplicate_keys(v, path, key + ".")
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _refuse_duplicate_keys(item, path, prefix)
+            found += _duplicate_keys(item, path, prefix)
+    return found
 
 
-def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int], dict[str, str]]:
-    """The file's mapping, the line of every key path in it, and the source text of every scalar value."""
+def _read_yaml(path: Path, problems: list[ProfileError]) -> tuple[dict[str, Any], dict[str, int], dict[str, str]]:
+    """The file's mapping, the line of every key path in it, and the source text of every scalar value. Raises when
+    the file cannot be read as a mapping at all; appends problems that leave it readable (duplicate keys)."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -153,7 +176,7 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int], dict[str, st
         problem = getattr(exc, "problem", None) or str(exc)
         raise ProfileError(f"malformed YAML{col}: {problem}", source=str(path), line=line,
                            fix="correct the YAML syntax at that position") from exc
-    _refuse_duplicate_keys(node, path)
+    problems += _duplicate_keys(node, path)
     if data is None:
         raise ProfileError("the file is empty", source=str(path), fix="a profile needs at least `name: <name>`")
     if not isinstance(data, dict):
@@ -176,7 +199,8 @@ def _read_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int], dict[str, st
     return data, lines, texts
 
 
-def _flatten(data: dict[str, Any], lines: dict[str, int], source: str) -> dict[str, Any]:
+def _flatten(data: dict[str, Any], lines: dict[str, int], source: str,
+             problems: list[ProfileError]) -> dict[str, Any]:
     flat: dict[str, Any] = {}
 
     def walk(mapping: dict[Any, Any], prefix: str) -> None:
@@ -186,14 +210,16 @@ def _flatten(data: dict[str, Any], lines: dict[str, int], source: str) -> dict[s
                 flat[key] = v
             elif key in SECTIONS:
                 if not isinstance(v, dict):
-                    raise ProfileError(f"expected a mapping (a section of keys), got {type(v).__name__}",
-                                       source=source, key=key, line=lines.get(key),
-                                       fix=f"write the keys of {key} indented below it: {_example_key(key)}")
+                    problems.append(ProfileError(
+                        f"expected a mapping (a section of keys), got {type(v).__name__}", source=source, key=key,
+                        line=lines.get(key), fix=f"write the keys of {key} indented below it: {_example_key(key)}"))
+                    continue
                 walk(v, key + ".")
             else:
-                raise ProfileError(f"unknown key{_suggest(key)}", source=source, key=key, line=lines.get(key),
-                                   fix="remove it or correct its spelling; `mlps-slurm profiles show localhost "
-                                       "--resolved` lists every valid key")
+                problems.append(ProfileError(
+                    f"unknown key{_suggest(key)}", source=source, key=key, line=lines.get(key),
+                    fix="remove it or correct its spelling; `mlps-slurm profiles show localhost --resolved` lists "
+                        "every valid key"))
 
     walk(data, "")
     return flat
@@ -226,66 +252,131 @@ def _parse_override(text: str) -> tuple[str, Any]:
     return key, value
 
 
-def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] = ()) -> SiteProfile:
-    """Resolve a profile by name or path, apply its `extends` chain and the -o overrides, and validate it."""
-    values = defaults()
-    origins = {k: "default" for k in values}
+Layer = tuple[Path, dict[str, Any], dict[str, int], dict[str, str]]
+
+
+def _read_chain(ref: str, problems: list[ProfileError]) -> tuple[list[Layer], bool]:
+    """The profile `ref` and the profiles it extends, base first, and whether the chain is whole. Only a requested
+    profile that cannot be found or read raises; a broken `extends` or an unreadable parent is one more problem, so
+    the files that were read are still checked."""
     chain: list[Path] = []
-    layers: list[tuple[Path, dict[str, Any], dict[str, int], dict[str, str]]] = []
+    layers: list[Layer] = []
     path: Path | None = resolve_reference(ref, None)
     while path is not None:
         if path.resolve() in [p.resolve() for p in chain]:
             cycle = " -> ".join(str(p) for p in chain + [path])
-            raise ProfileError(f"`extends` forms a cycle: {cycle}", source=str(chain[0]), key="extends",
-                               fix="remove one of the extends lines")
+            problems.append(ProfileError(f"`extends` forms a cycle: {cycle}", source=str(chain[-1]), key="extends",
+                                         line=layers[0][2].get("extends"), fix="remove one of the extends lines"))
+            return layers, False
+        try:
+            data, lines, texts = _read_yaml(path, problems)
+        except ProfileError as exc:
+            if not chain:
+                raise ProfileError.combine([*problems, exc]) from None
+            problems.append(exc)
+            return layers, False
         chain.append(path)
-        data, lines, texts = _read_yaml(path)
         layers.insert(0, (path, data, lines, texts))  # base profiles first, so the requested one wins
+        name = texts.get("name")
+        if name is not None and name != path.stem and check_value("name", name)[1] is None:
+            # Users pick a profile by its file name; runs, history and the submission tree record `name`. Two names
+            # for one profile make `--profile <name>` fail or runs of two sites look alike.
+            problems.append(ProfileError(
+                f"name {name!r} differs from the file's name {path.name!r}: `--profile {path.stem}` finds this "
+                f"file, but runs would record it as {name!r}", source=str(path), key="name", line=lines.get("name"),
+                fix=f"write `name: {path.stem}`, or rename the file to {name}.yaml"))
         parent = data.get("extends")
-        path = resolve_reference(str(parent), path) if parent else None
+        if not parent or not isinstance(parent, str):
+            return layers, True  # a non-string extends is reported with the other values
+        try:
+            path = resolve_reference(parent, path)
+        except ProfileError as exc:
+            problems.append(ProfileError(exc.message, source=str(path), key="extends", line=lines.get("extends"),
+                                         fix=exc.fix))
+            return layers, False
+    return layers, True
+
+
+def load_profile(ref: str = "localhost", overrides: list[str] | tuple[str, ...] = ()) -> SiteProfile:
+    """Resolve a profile by name or path, apply its `extends` chain and the -o overrides, and validate it. Every
+    problem found is reported at once, in one ProfileError."""
+    values = defaults()
+    origins = {k: "default" for k in values}
+    problems: list[ProfileError] = []
+    layers, whole = _read_chain(ref, problems)
+    # Keys whose value was refused keep their default: checks built on them would report follow-on problems.
+    bad: set[str] = set()
     for file, data, lines, texts in layers:
-        for key, raw in _flatten(data, lines, str(file)).items():
+        for key, raw in _flatten(data, lines, str(file), problems).items():
             if SCHEMA[key].kind == "str" and isinstance(raw, (int, float)) and not isinstance(raw, bool):
                 # YAML 1.1 reads 00:10:00 as the base-60 integer 600; a string field keeps what was written.
                 raw = texts.get(key, str(raw))
             value, problem = check_value(key, raw)
             if problem:
-                raise ProfileError(problem, source=str(file), key=key, line=lines.get(key),
-                                   fix=f"set {key} to {_describe(key)}")
+                problems.append(ProfileError(problem, source=str(file), key=key, line=lines.get(key),
+                                             fix=f"set {key} to {_describe(key)}"))
+                bad.add(key)
+                continue
             values[key] = value
             origins[key] = f"{file}:{lines.get(key, '?')}"
     for text in overrides:
-        key, raw = _parse_override(text)
+        try:
+            key, raw = _parse_override(text)
+        except ProfileError as exc:
+            problems.append(exc)
+            continue
         value, problem = check_value(key, raw)
         if problem:
-            raise ProfileError(problem, source="-o", key=key, fix=f"set {key} to {_describe(key)}")
+            problems.append(ProfileError(problem, source="-o", key=key, fix=f"set {key} to {_describe(key)}"))
+            bad.add(key)
+            continue
         values[key] = value
         origins[key] = f"-o {text}"
-    for key, f in SCHEMA.items():
-        if f.required and values[key] in (None, ""):
-            raise ProfileError("is required but missing", source=str(layers[-1][0]), key=key,
-                               fix=f"add `{key}: ...` ({f.doc})")
-    for key, problem, fix, involved in cross_field_problems(values):
-        # Point at the line that set one of the keys involved (the key itself may only have its default).
-        origin = next((origins[k] for k in (key, *involved) if origins[k] != "default"), origins[key])
-        source, _, line = origin.rpartition(":")
-        if not line.isdigit():
-            source, line = origin, ""
-        raise ProfileError(problem, source=source, key=key, line=int(line) if line else None, fix=fix)
+    # A broken extends chain leaves out the parent's values: "missing" keys and cross-key checks would be wrong.
+    if whole and layers:
+        for key, f in SCHEMA.items():
+            if f.required and values[key] in (None, "") and key not in bad:
+                problems.append(ProfileError("is required but missing", source=str(layers[-1][0]), key=key,
+                                             fix=f"add `{key}: ...` ({f.doc})"))
+        for key, problem, fix, involved in cross_field_problems(values):
+            if bad & {key, *involved}:
+                continue
+            # Point at the line that set one of the keys involved (the key itself may only have its default).
+            origin = next((origins[k] for k in (key, *involved) if origins[k] != "default"), origins[key])
+            source, line = _where(origin)
+            problems.append(ProfileError(problem, source=source, key=key, line=line, fix=fix))
     for key in PATH_KEYS:
-        if values[key] is None:
+        if values[key] is None or key in bad:
             continue
         expanded = _expand_path(values[key])
-        if "$" in expanded:
-            raise ProfileError(f"{values[key]!r} uses an environment variable that is not set",
-                               source=origins[key], key=key,
-                               fix="set the variable before running mlps-slurm, or write the path out")
-        if not os.path.isabs(expanded):
-            raise ProfileError(f"{values[key]!r} expands to the relative path {expanded!r} (an unset variable?)",
-                               source=origins[key], key=key, fix="use an absolute path, or set the variable")
-        values[key] = os.path.normpath(expanded)
+        if "$" in expanded or not os.path.isabs(expanded):
+            source, line = _where(origins[key])
+            problems.append(ProfileError(
+                f"{values[key]!r} uses an environment variable that is not set" if "$" in expanded else
+                f"{values[key]!r} expands to the relative path {expanded!r} (an unset variable?)",
+                source=source, key=key, line=line,
+                fix="set the variable before running mlps-slurm, or write the path out" if "$" in expanded else
+                "use an absolute path, or set the variable"))
+        else:
+            values[key] = os.path.normpath(expanded)
+    if problems:
+        raise ProfileError.combine(_in_file_order(problems, [str(layer[0]) for layer in reversed(layers)]))
     return SiteProfile(name=values["name"], values=values, origins=origins)
 
+
+def _where(origin: str) -> tuple[str, int | None]:
+    """An origin ("file:line", "-o key=value", "default") as source and line."""
+    source, _, line = origin.rpartition(":")
+    return (source, int(line)) if line.isdigit() else (origin, None)
+
+
+def _in_file_order(problems: list[ProfileError], files: list[str]) -> list[ProfileError]:
+    """The requested file's problems first, then its parents', each by line; -o overrides last."""
+    def rank(p: ProfileError) -> tuple[int, int]:
+        source = p.source or ""
+        return (files.index(source) if source in files else len(files), p.line or 0)
+
+    return sorted(problems, key=rank)
 
 
 def _expand_path(path: str) -> str:

@@ -233,8 +233,11 @@ SCHEMA: dict[str, Field] = {
     "nodes.count": Field("int", 1, "Compute nodes a benchmark job may use (also the preflight's node count).",
                          minimum=1),
     "nodes.cpus": Field("int", None, "CPUs per node; null when unknown.", nullable=True, minimum=1),
-    "nodes.memory_gb": Field("float", None, "Client memory per node in GB (the training dataset-size rule needs "
-                             "it); null when unknown.", nullable=True, minimum=0),
+    # GiB despite the "gb" in the name: the name follows MLPerf's --client-host-memory-in-gb and DLIO's
+    # host_memory_GB, which are 2^30-byte units (the rules' dataset size is hosts x memory x 5 x 2^30 / record).
+    "nodes.memory_gb": Field("float", None, "Client memory per node in GiB (2^30 bytes, as MLPerf's "
+                             "--client-host-memory-in-gb and the training dataset-size rule count it; Slurm's "
+                             "RealMemory in MB / 1024); null when unknown.", nullable=True, minimum=0),
     "nodes.accelerators_per_node": Field("int", 8, "Simulated accelerators (benchmark ranks) per node.",
                                          minimum=1),
     # --- how parallel tasks are launched inside an allocation

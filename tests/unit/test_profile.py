@@ -112,7 +112,7 @@ def test_layering_packaged_then_etc_then_xdg_then_path_then_overrides(tmp_path, 
     ("name: x\ndescription: [a]\n", 2, ["description", "expected a string, got a list"]),
 ])
 def test_bad_profiles_name_file_key_and_line(profile_file, text, line, fragments):
-    path = profile_file(text)
+    path = profile_file(text, "x.yaml")  # the file's name matches `name: x`: each case has exactly one problem
     with pytest.raises(ProfileError) as err:
         load_profile(str(path))
     message = str(err.value)

@@ -51,3 +51,67 @@ def test_site_template_using_an_unknown_variable_is_refused(tmp_path):
                    "-o", f"templates.dir={site}")
     assert proc.returncode == 2
     assert "finalize.sbatch.j2" in proc.stderr and "'partition_name' is undefined" in proc.stderr
+
+
+def test_undefined_variable_names_the_site_template_file_and_line(tmp_path):
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    (site / "finalize.sbatch.j2").write_text('{% include "_header.sbatch.j2" %}\necho site\necho {{ partition_name }}\n'
+                                             "{{ finalize | argv }}\n")
+    proc = run_cli("render", "checkpointing", "--model", "llama3-8b", "--results-dir", str(tmp_path / "runs"),
+                   "-o", f"templates.dir={site}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"template {site / 'finalize.sbatch.j2'}:3: 'partition_name' is undefined" in proc.stderr, proc.stderr
+    assert "fix: use only the variables the plan provides: " in proc.stderr and "run_id" in proc.stderr
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_syntax_error_names_the_site_template_file_and_line(tmp_path):
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    (site / "preflight.sbatch.j2").write_text("#!/bin/bash\necho ok\necho {{ run_id }\necho more\n")
+    proc = run_cli("render", "checkpointing", "--model", "llama3-8b", "--results-dir", str(tmp_path / "runs"),
+                   "-o", f"templates.dir={site}")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"template {site / 'preflight.sbatch.j2'}:3: " in proc.stderr and "fix: correct the Jinja2 syntax" in \
+        proc.stderr, proc.stderr
+
+
+def _failing_submit(tmp_path, site):
+    from mlps_slurm.benchmarks.checkpointing.plan import plan as plan_checkpointing
+    from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
+    from mlps_slurm.render import TemplateError
+    from mlps_slurm.run import launch
+    from tests.unit.fake_slurm import FakeSlurmBackend
+
+    def planner(profile, run_id, run_dir, python):  # no engine probe: only the rendering is under test
+        return plan_checkpointing(CheckpointingRequest(model="llama3-8b"), profile, run_id=run_id, run_dir=run_dir,
+                                  python=python)
+
+    backend = FakeSlurmBackend()
+    runs = tmp_path / "runs"
+    try:
+        launch("submit", "checkpointing", planner, "localhost", [f"templates.dir={site}"], str(runs),
+               backend=backend)
+    except TemplateError as exc:
+        assert backend.submitted == [] and (not runs.exists() or not any(runs.iterdir()))  # nothing submitted or left
+        return str(exc)
+    raise AssertionError("a broken site template was submitted")
+
+
+def test_submit_with_an_undefined_variable_in_an_included_site_partial_names_the_partial_and_submits_nothing(
+        tmp_path):
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    (site / "site_extra.j2").write_text("# site additions\nmodule purge\necho {{ cluster_name }}\n")
+    (site / "checkpointing.sbatch.j2").write_text('#!/bin/bash\n{% include "site_extra.j2" %}\necho run\n')
+    message = _failing_submit(tmp_path, site)
+    assert message.startswith(f"template {site / 'site_extra.j2'}:3: 'cluster_name' is undefined"), message
+
+
+def test_submit_with_a_syntax_error_in_a_site_template_names_the_line_and_submits_nothing(tmp_path):
+    site = tmp_path / "site-templates"
+    site.mkdir()
+    (site / "finalize.sbatch.j2").write_text("#!/bin/bash\n{% for x in setup %}\necho {{ x }}\n{% endif %}\n")
+    message = _failing_submit(tmp_path, site)
+    assert message.startswith(f"template {site / 'finalize.sbatch.j2'}:4: "), message

@@ -50,7 +50,7 @@ def test_datasize_reads_memory_from_a_runs_preflight(tmp_path):
 def test_datasize_without_memory_says_where_to_get_it():
     proc = run("datasize", "training", "--model", "unet3d", "--accelerator", "b200", "-a", "1", "-N", "1")
     assert proc.returncode == 2
-    assert "--client-memory-gb G, or --from-run RUN" in proc.stderr and "nodes.memory_gb" in proc.stderr
+    assert "--client-memory-gb GIB, or --from-run RUN" in proc.stderr and "nodes.memory_gb" in proc.stderr
 
 
 @pytest.mark.parametrize("args, message", [

@@ -35,7 +35,7 @@ def _memory_from_run(path: str) -> tuple[float | None, str]:
     except (OSError, ValueError) as exc:
         raise click.UsageError(f"--from-run {path}: cannot read {preflight} ({exc})") from exc
     if not memory:
-        raise click.UsageError(f"--from-run {path}: {preflight} records no memory facts; give --client-memory-gb")
+        raise click.UsageError(f"--from-run {path}: {preflight} records no memory facts; give --client-memory-gb GIB")
     largest = max(memory.values()) / (1 << 30)
     return largest, f"preflight facts of {path} ({len(memory)} node(s), largest {largest:.2f} GiB)"
 
@@ -52,7 +52,7 @@ def show_training_datasize(profile_ref: str, overrides: list[str], options: dict
         if memory is None and profile.get("nodes.memory_gb"):
             memory, source = float(profile.get("nodes.memory_gb")), f"profile {profile.name}: nodes.memory_gb"
         if memory is None:
-            raise PlanError("the clients' memory is unknown: give --client-memory-gb G, or --from-run RUN (a run "
+            raise PlanError("the clients' memory is unknown: give --client-memory-gb GIB, or --from-run RUN (a run "
                             "whose preflight measured the nodes), or set nodes.memory_gb in the profile")
         size, w = training_datasize(TrainingRequest(
             model=options["model"], accelerator=options["accelerator"],
@@ -78,12 +78,14 @@ def show_training_datasize(profile_ref: str, overrides: list[str], options: dict
 
 @click.command("training")
 @_common
-@click.option("--client-memory-gb", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Memory per client node in GiB (default: --from-run's preflight facts, else the profile's "
-                   "nodes.memory_gb).")
+@click.option("--client-memory-gb", type=click.FloatRange(min=0, min_open=True), default=None, metavar="GIB",
+              help="Memory per client node in GiB (2^30 bytes, as MLPerf's --client-host-memory-in-gb counts it; "
+                   "default: --from-run's preflight facts, else the profile's nodes.memory_gb).")
 @click.option("--from-run", "from_run", type=click.Path(exists=True, file_okay=False), default=None,
               metavar="RUN", help="A run directory whose preflight measured the nodes' memory.")
-@click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True)
+@click.option("--scale", type=click.FloatRange(min=0, max=1, min_open=True), default=1.0, show_default=True,
+              help="Size this fraction of the files the rules require (demos, tests; a scaled run is not "
+                   "submittable).")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE",
               help="Overrides that change the size (dataset.num_samples_per_file, dataset.num_files_train).")
 @profile_options

@@ -57,11 +57,11 @@ def _memory_from_preflight(run: RunDirectory) -> tuple[float, str]:
         preflight = read_json(path)
     except (OSError, ValueError) as exc:
         raise StepError(f"cannot read {path} ({exc}); the dataset size needs the clients' memory: set "
-                        "nodes.memory_gb in the profile (or -o nodes.memory_gb=G) and submit again") from exc
+                        "nodes.memory_gb in the profile (or -o nodes.memory_gb=GIB) and submit again") from exc
     memory = client_memory(preflight)
     if not memory:
         raise StepError(f"{path} records no memory facts for any node; set nodes.memory_gb in the profile (or -o "
-                        "nodes.memory_gb=G) and submit again")
+                        "nodes.memory_gb=GIB) and submit again")
     # The largest node bounds what a client can cache; hosts x largest >= the aggregate memory.
     largest = max(memory.values()) / GIB
     return largest, f"preflight facts: {len(memory)} node(s), largest {largest:.2f} GiB"

@@ -54,19 +54,19 @@ def check_memory(memory: dict[str, Any], expected_gb: float | None, node: str,
     facts["ratio"] = round(ratio, 3)
     if ratio < MEMORY_LOW_RATIO:
         return make_check("memory.size", FAIL, f"{node} has {gib(total)} of memory, less than 90% of the "
-                          f"{expected_gb:g} GB the profile declares (nodes.memory_gb): a wrong node type or failed "
-                          f"DIMMs; the plan and the system description assume {expected_gb:g} GB; exclude {node} "
+                          f"{expected_gb:g} GiB the profile declares (nodes.memory_gb): a wrong node type or failed "
+                          f"DIMMs; the plan and the system description assume {expected_gb:g} GiB; exclude {node} "
                           f"(sbatch --exclude) or correct nodes.memory_gb", **facts)
     if ratio > (MEMORY_DATASET_RATIO if sizes_dataset else MEMORY_HIGH_RATIO):
         if sizes_dataset:
             return make_check("memory.size", FAIL, f"{node} has {gib(total)} of memory, more than the "
-                              f"{expected_gb:g} GB the dataset was sized for (nodes.memory_gb): MLPerf's dataset-size "
+                              f"{expected_gb:g} GiB the dataset was sized for (nodes.memory_gb): MLPerf's dataset-size "
                               f"rule (5 x client memory) would make this run INVALID; set nodes.memory_gb to at least "
                               f"{total / (1 << 30):.1f} and regenerate the dataset plan", **facts)
         return make_check("memory.size", WARN, f"{node} has {gib(total)} of memory, the profile declares "
-                          f"{expected_gb:g} GB (nodes.memory_gb): more page cache than planned; set nodes.memory_gb "
+                          f"{expected_gb:g} GiB (nodes.memory_gb): more page cache than planned; set nodes.memory_gb "
                           f"to {total / (1 << 30):.1f} for dataset sizing and the system description", **facts)
-    return make_check("memory.size", PASS, f"{gib(total)} (profile: {expected_gb:g} GB)", **facts)
+    return make_check("memory.size", PASS, f"{gib(total)} (profile: {expected_gb:g} GiB)", **facts)
 
 
 def check_python() -> Check:
