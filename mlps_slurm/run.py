@@ -99,7 +99,7 @@ def launch(action: str, kind: str, planner: Planner, profile_ref: str, overrides
     if action != "render":
         backend.ping()  # an unreachable Slurm leaves no run behind
     if action == "test-only":
-        return Launch(action, plan, profile, test_only=test_only(plan, scripts, backend))
+        return Launch(action, plan, profile, test_only=test_only(plan, scripts, backend, profile))
     run = create_run(plan, profile, results_root, scripts)
     result = Launch(action, plan, profile, run=run)
     if action == "submit":
@@ -109,8 +109,12 @@ def launch(action: str, kind: str, planner: Planner, profile_ref: str, overrides
     return result
 
 
-def test_only(plan: Plan, scripts: dict[str, str], backend: SlurmBackend) -> list[tuple[str, str, bool]]:
-    """sbatch --test-only on each rendered script, from a scratch directory that is removed afterwards."""
+def test_only(plan: Plan, scripts: dict[str, str], backend: SlurmBackend,
+              profile: SiteProfile) -> list[tuple[str, str, bool]]:
+    """sbatch --test-only on each rendered script, from a scratch directory that is removed afterwards; a refusal
+    names the profile key that set the refused option (the scratch script is gone by the time anyone reads it)."""
+    from mlps_slurm.profile.refusals import explain_refusal
+
     answers = []
     with tempfile.TemporaryDirectory(prefix="mlps-test-only-") as tmp:
         for (name, text), job in zip(scripts.items(), plan.jobs):
@@ -119,7 +123,8 @@ def test_only(plan: Plan, scripts: dict[str, str], backend: SlurmBackend) -> lis
             try:
                 answers.append((job.key, backend.submit(path, [], list(job.sbatch_args), test_only=True), True))
             except SlurmError as exc:
-                answers.append((job.key, str(exc), False))
+                answers.append((job.key, explain_refusal(exc.stderr or str(exc), job.sbatch, job.sbatch_args,
+                                                         profile), False))
     return answers
 
 

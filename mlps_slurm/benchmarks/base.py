@@ -167,6 +167,9 @@ class Benchmark:
     # `resume`: a job that runs again needs these jobs to run again first (job key -> keys), because what they made
     # does not outlive the chain (vectordb: the finalize removes the collection a run queries).
     resume_requires: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # Storage ids (the schema's Field.storage) the rules want on another filesystem than the results: the
+    # preflight checks them on every node, `profiles validate --live` on the login node before anything is queued.
+    separate_from_results: tuple[str, ...] = ()
 
     def part(self, module: str) -> ModuleType:
         """A module of the benchmark's package (request, plan, finalize, rules, results, bundle, ...)."""

@@ -288,7 +288,7 @@ def validate_profile(ref: str, overrides: list[str], live: bool) -> int:
         return EXIT_SLURM
     failed = 0
     for c in checks:
-        mark = "skip" if c.skipped else ("ok" if c.ok else "FAIL")
+        mark = "skip" if c.skipped else "warn" if c.warning else ("ok" if c.ok else "FAIL")
         click.echo(f"  {mark:<4} {c.key}: {c.message}")
         failed += not c.ok
     if failed:

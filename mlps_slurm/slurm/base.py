@@ -13,7 +13,11 @@ TERMINAL_STATES = frozenset({
 
 
 class SlurmError(RuntimeError):
-    """A Slurm command failed in a way retrying does not fix."""
+    """A Slurm command failed in a way retrying does not fix. `stderr`: what the command said, when it ran."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
 
 
 class SlurmUnreachable(SlurmError):

@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from mlps_slurm.slurm.base import Dependency, JobState, SlurmError, SlurmUnreachable
 
@@ -149,7 +150,7 @@ class CliSlurm:
         err = last.stderr.strip() or last.stdout.strip()
         if _UNREACHABLE.search(err):
             raise SlurmUnreachable(f"Slurm is not reachable ({argv[0]}: {err}); {_START_CLUSTER_HINT}")
-        raise SlurmError(f"`{' '.join(argv)}` failed (exit {last.returncode}): {err}")
+        raise SlurmError(f"`{' '.join(argv)}` failed (exit {last.returncode}): {err}", stderr=err)
 
     # --- the seam
     def ping(self) -> None:
@@ -223,7 +224,8 @@ class CliSlurm:
         if _UNREACHABLE.search(problem):
             raise SlurmUnreachable(f"Slurm is not reachable (sbatch: {problem}); {_START_CLUSTER_HINT}")
         raise SlurmError(f"`{' '.join(argv)}` failed: {problem}"
-                         + (f" (cancelled job(s) {', '.join(queued)} it had queued)" if queued else ""))
+                         + (f" (cancelled job(s) {', '.join(queued)} it had queued)" if queued else ""),
+                         stderr=problem)
 
     def jobs_with_token(self, token: str) -> list[str]:
         """The ids of this user's jobs (any state squeue still shows) whose comment is the token; [] when squeue
@@ -303,15 +305,20 @@ class CliSlurm:
                            timeout=self.timeout)
 
     # --- cluster facts for `profiles validate --live` and `profiles init --from-cluster`
-    def partitions(self) -> list[dict[str, str]]:
-        """One entry per partition: name, state (up/down...), max_time, nodes, cpus, memory_mb, default."""
-        proc = self._run(["sinfo", "-h", "-o", "%P|%a|%l|%D|%c|%m"])
-        out = []
-        for line in proc.stdout.splitlines():
-            name, avail, max_time, nodes, cpus, mem = line.split("|")
-            out.append({"name": name.rstrip("*"), "default": name.endswith("*"), "state": avail,
-                        "max_time": max_time, "nodes": nodes, "cpus": cpus.rstrip("+"), "memory_mb": mem.rstrip("+")})
-        return out
+    def partitions(self) -> list[dict[str, Any]]:
+        """One entry per partition (see parse_sinfo): name, state (up/down...), max_time, nodes, cpus, memory_mb,
+        default, and its node groups with their features and gres."""
+        return parse_sinfo(self._run(["sinfo", "-h", "-o", SINFO_FORMAT]).stdout)
+
+    def reservations(self) -> dict[str, dict[str, str]]:
+        """Every reservation's fields (ReservationName=... Users=... State=...) by name; {} when there is none."""
+        proc = self._run(["scontrol", "-o", "show", "reservation"])
+        return parse_reservations(proc.stdout)
+
+    def mpi_plugins(self) -> list[str]:
+        """The --mpi values srun accepts here (`srun --mpi=list`, which asks no controller)."""
+        proc = self._run(["srun", "--mpi=list"], retry=False)
+        return parse_mpi_list(proc.stdout + proc.stderr)
 
     def config(self) -> dict[str, str]:
         proc = self._run(["scontrol", "show", "config"])
@@ -327,3 +334,69 @@ class CliSlurm:
         proc = self._run(["sacctmgr", "-nP", "show", kind, "format=name"])
         return {line.strip() for line in proc.stdout.splitlines() if line.strip()}
 
+
+
+# sinfo columns: partition (default marked *), availability, MaxTime, node count, CPUs, memory (MB), available
+# features, gres. Without --exact sinfo folds nodes differing only in CPUs or memory into one row ("32+", the
+# minimum), but prints one row per distinct feature or gres set: a heterogeneous partition takes several rows.
+SINFO_FORMAT = "%P|%a|%l|%D|%c|%m|%f|%G"
+
+
+def _names(field: str) -> list[str]:
+    """A comma-separated sinfo list, "(null)" for none; commas inside parentheses (gres sockets "S:0,1") stay."""
+    if field in ("", "(null)"):
+        return []
+    return [item for item in re.split(r",(?![^(]*\))", field) if item]
+
+
+def _number(text: str) -> int:
+    digits = re.sub(r"\D", "", text)
+    return int(digits) if digits else 0
+
+
+def parse_sinfo(text: str) -> list[dict[str, Any]]:
+    """sinfo's rows (SINFO_FORMAT) as one entry per partition, in sinfo's order: the node counts of its rows
+    summed, CPUs and memory the smallest of its rows (what every node offers), and `groups`, one per row:
+    {"nodes": int, "features": [...], "gres": [...]}."""
+    out: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        fields = line.split("|")
+        if len(fields) != 8:
+            continue
+        name, avail, max_time, nodes, cpus, mem, features, gres = fields
+        group = {"nodes": _number(nodes), "features": _names(features), "gres": _names(gres)}
+        part = out.get(name.rstrip("*"))
+        if part is None:
+            out[name.rstrip("*")] = {"name": name.rstrip("*"), "default": name.endswith("*"), "state": avail,
+                                     "max_time": max_time, "nodes": str(group["nodes"]), "cpus": cpus.rstrip("+"),
+                                     "memory_mb": mem.rstrip("+"), "groups": [group]}
+            continue
+        part["nodes"] = str(int(part["nodes"]) + group["nodes"])
+        part["cpus"] = str(min(_number(part["cpus"]), _number(cpus)))
+        part["memory_mb"] = str(min(_number(part["memory_mb"]), _number(mem)))
+        part["groups"].append(group)
+    return list(out.values())
+
+
+def parse_reservations(text: str) -> dict[str, dict[str, str]]:
+    """`scontrol -o show reservation`: one `Key=Value ...` line per reservation."""
+    out = {}
+    for line in text.splitlines():
+        fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+        if fields.get("ReservationName"):
+            out[fields["ReservationName"]] = fields
+    return out
+
+
+def parse_mpi_list(text: str) -> list[str]:
+    """`srun --mpi=list`: "MPI plugin types are..." then one type a line (indented since 20.11; older releases
+    prefix each line with "srun: " on stderr), then "specific pmix plugin versions available: pmix_v4,pmix_v5"
+    (those are valid --mpi values too)."""
+    names: list[str] = []
+    for line in text.splitlines():
+        line = line.removeprefix("srun: ").strip()
+        if "versions available:" in line:
+            names += [v.strip() for v in line.split(":", 1)[1].split(",") if v.strip()]
+        elif re.fullmatch(r"[\w.-]+", line):
+            names.append(line)
+    return names

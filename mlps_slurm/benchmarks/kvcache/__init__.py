@@ -16,4 +16,5 @@ BENCHMARK = Benchmark(
     # Opt-in for `submit all` (suite.benchmarks): at CLOSED size its 9 trials and delays take about 50 minutes and
     # the clients write terabytes to the cache filesystem.
     in_default_suite=False,
+    separate_from_results=("kvcache_dir",),
 )

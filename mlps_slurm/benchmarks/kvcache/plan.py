@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from mlps_slurm.benchmarks.base import PlanError
+from mlps_slurm.benchmarks.kvcache import BENCHMARK
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
 from mlps_slurm.plan import (JobSpec, Plan, base_context, client_nodes, finalize_job, host_metrics_command,
@@ -112,7 +113,7 @@ def plan(request: KvCacheRequest, profile: SiteProfile, *, run_id: str, run_dir:
     per_rank = max(largest_entry_bytes(p) for p in options.values())
     preflight_spec = preflight_requirements(
         profile, run_dir, python, storage=[("kvcache_dir", profile.get("storage.kvcache_dir"), per_rank * sharing)],
-        engine_modules=["numpy", JOB_MODULE], separate_from_results=("kvcache_dir",))
+        engine_modules=["numpy", JOB_MODULE], separate_from_results=BENCHMARK.separate_from_results)
     settings = {
         "num_processes": ranks, "ranks_per_node": request.ranks_per_node,
         "options": {str(n): p.as_dict() for n, p in options.items()},

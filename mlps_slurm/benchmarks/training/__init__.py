@@ -12,4 +12,5 @@ BENCHMARK = Benchmark(
     models=MODELS,
     engines=("dlio",),
     suite_models=("unet3d",),
+    separate_from_results=("data_dir",),
 )

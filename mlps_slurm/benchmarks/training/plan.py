@@ -14,6 +14,7 @@ import math
 from dataclasses import replace
 from typing import Any, Mapping
 
+from mlps_slurm.benchmarks.training import BENCHMARK
 from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.benchmarks.training import engine as eng
 from mlps_slurm.benchmarks.training.params import Param, ParamError, params_verdict, parse_params
@@ -208,7 +209,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     # MLPerf Storage: the dataset and the results must live on different filesystems.
     lockfile = f"{run_dir}/lockfile.txt" if request.verify_lockfile else None
     preflight_spec = preflight_requirements(profile, run_dir, python, storage=storage, engine_modules=modules,
-                                            separate_from_results=("data_dir",), lockfile=lockfile)
+                                            separate_from_results=BENCHMARK.separate_from_results, lockfile=lockfile)
     if memory is not None:
         preflight_spec["memory_gb_expected"] = memory
         # The dataset was sized from this memory: a node with more would make it too small (5 x memory rule).
