@@ -14,6 +14,7 @@ from mlps_slurm import __version__
 from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.profile.schema import SBATCH_TOKEN, SCHEMA, storage_keys
+from mlps_slurm.shell import ShellRef
 
 __all__ = ["JobSpec", "Plan", "PlanError", "ShellRef"]
 
@@ -26,6 +27,9 @@ class JobSpec:
     dependencies: tuple[tuple[str, tuple[str, ...]], ...]  # (Slurm dependency type, keys of earlier jobs)
     context: dict[str, Any]
     pin_to_preflight: bool = False  # a benchmark job: runs only on the nodes the preflight validated
+    # In a container, bind (and first create) the run's storage directories. The finalize does not: it reads only
+    # the run directory, and must report even when a storage directory could not be created.
+    binds_storage: bool = True
     sbatch_args: tuple[str, ...] = ()  # extra sbatch command-line arguments (profile slurm.extra_sbatch_args)
     # What the job writes inside its run directory (paths relative to it; "{task}" is the array task, two digits):
     # `resume` sets these aside before a job or task runs again, so its new attempt starts clean and the finalize
@@ -65,10 +69,6 @@ class Plan:
         return next(j for j in self.jobs if j.key == key)
 
 
-class ShellRef(str):
-    """An argument whose value is a shell variable of the job (e.g. SLURM_JOB_NODELIST), rendered as "$NAME"."""
-
-
 def _sbatch_value(option: str, value: str, source: str) -> str:
     if not SBATCH_TOKEN.match(value):
         raise PlanError(f"{source} = {value!r} cannot be used in `#SBATCH {option}`: only letters, digits and "
@@ -98,13 +98,6 @@ def sbatch_directives(profile: SiteProfile, run_dir: str, key: str, kind: str, b
             opts.append("--exclusive")
     opts += list(profile.get("slurm.extra_directives"))
     return opts
-
-
-def container_mounts(profile: SiteProfile, run_dir: str) -> list[str]:
-    """The profile's mounts plus every directory the run reads or writes, mounted at the same path."""
-    from mlps_slurm import containers
-
-    return containers.mounts(profile, run_dir)
 
 
 def pyxis_srun_options(profile: SiteProfile, run_dir: str) -> list[str]:
@@ -174,6 +167,74 @@ def launcher_argv(profile: SiteProfile, num_tasks: int, run_dir: str) -> list[st
         profile, num_tasks, containers.get(profile.get("container.runtime")), run_dir)
 
 
+def container_setup(profile: SiteProfile, run_dir: str, storage: list[tuple[str, str]]) -> dict[str, Any] | None:
+    """What every job script of a container run does before its first containerized command (the header template
+    formats it): the binds (the profile's mounts, the results and only the storage directories of this run) and
+    the directories to create first, each with the profile key that set it, because apptainer and pyxis refuse a
+    bind whose source does not exist. None without a container (the preflight creates the directories then)."""
+    if profile.get("container.runtime") == "none":
+        return None
+    from mlps_slurm import containers
+
+    keys = {SCHEMA[k].storage: k for k in storage_keys()}
+    create = []
+    for sid, path in storage:
+        key = keys.get(sid, sid)
+        # A path that is not the profile's value came from the command line (e.g. training's dataset.data_folder).
+        create.append({"key": key if profile.get(key) == path else f"the {sid} of this run", "path": path})
+    return {"binds": containers.bind_list(profile, run_dir, [path for _, path in storage]),
+            "binds_without_storage": containers.bind_list(profile, run_dir, []),
+            "create": create,
+            # the admin's own mounts (e.g. /etc/slurm) are checked, never created
+            "check": [{"key": "container.mounts", "path": m.split(":")[0]} for m in profile.get("container.mounts")],
+            # node-local storage: every node of the job needs the directories, not only the batch host
+            "every_node": not profile.get("storage.shared")}
+
+
+def container_header(setup: dict[str, Any] | None, storage: bool = True) -> dict[str, Any] | None:
+    """What the header template prints for a container setup: the steps that create (or check) each bind source,
+    each with the message naming its profile key, then the value of MLPS_CONTAINER_BINDS. Without `storage`
+    (JobSpec.binds_storage), only the profile's mounts and the results directory."""
+    if not setup:
+        return None
+    if not storage:
+        setup = {**setup, "binds": setup["binds_without_storage"], "create": []}
+    steps = []
+    if setup["every_node"] and setup["create"]:
+        # one task per node of the job, outside the container (which could not start yet), whatever MPI default
+        listed = ", ".join(f"{d['key']}={d['path']}" for d in setup["create"])
+        steps.append({"argv": ["srun", "--nodes", ShellRef("SLURM_JOB_NUM_NODES"), "--ntasks",
+                               ShellRef("SLURM_JOB_NUM_NODES"), "--ntasks-per-node=1", "--mpi=none",
+                               "--job-name=container-binds", "mkdir", "-p", "--",
+                               *dict.fromkeys(d["path"] for d in setup["create"])],
+                      "error": f"mlps-slurm: cannot create on every node the directories the container binds "
+                               f"({listed}); create them there, or set these profile keys to directories the job "
+                               "can create"})
+    else:
+        for d in setup["create"]:
+            steps.append({"argv": ["mkdir", "-p", "--", d["path"]],
+                          "error": f"mlps-slurm: cannot create {d['key']} = {d['path']}, which the container binds; "
+                                   f"create it, or set {d['key']} in the profile to a directory the job can create"})
+    for d in setup["check"]:
+        steps.append({"argv": ["test", "-e", d["path"]],
+                      "error": f"mlps-slurm: {d['path']} (a source of {d['key']}) does not exist on this node, so "
+                               f"the container cannot bind it; remove it from {d['key']} or create it on every node"})
+    return {"steps": steps, "binds": ",".join(setup["binds"])}
+
+
+def merge_container_setups(setups: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """One setup for the jobs of `submit all`: every workload's binds and directories, each once."""
+    present = [s for s in setups if s]
+    if not present:
+        return None
+    merged: dict[str, Any] = {"binds": [], "binds_without_storage": [], "create": [], "check": [],
+                              "every_node": present[0]["every_node"]}
+    for setup in present:
+        for field in ("binds", "binds_without_storage", "create", "check"):
+            merged[field] += [item for item in setup[field] if item not in merged[field]]
+    return merged
+
+
 def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
                            storage: list[tuple[str, str, int]], engine_modules: list[str],
                            separate_from_results: tuple[str, ...] = (),
@@ -186,14 +247,18 @@ def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
     dirs.append({"id": "results_dir", "path": results_root, "required_free_bytes": 64 << 20})
     from mlps_slurm import containers, launchers
 
-    # srun for the per-node steps every chain runs, then what the launcher and the container runtime need.
-    executables = ["srun"]
-    for name in (*launchers.get(profile.get("launcher.kind")).executables(profile),
-                 *containers.get(profile.get("container.runtime")).executables(profile)):
-        if name not in executables:
-            executables.append(name)
+    # srun for the per-node steps every chain runs, then what the launcher and the container runtime need. Not
+    # with a container: the node check runs inside it and sees the image's PATH, not the host's where srun, mpirun
+    # and apptainer run; that they work there the preflight shows by starting its own steps through them.
+    executables: list[str] = []
+    if profile.get("container.runtime") == "none":
+        for name in ("srun", *launchers.get(profile.get("launcher.kind")).executables(profile),
+                     *containers.get(profile.get("container.runtime")).executables(profile)):
+            if name not in executables:
+                executables.append(name)
     return {
         "python": python,
+        "container": container_setup(profile, run_dir, [(sid, path) for sid, path, _ in storage]),
         "python_modules": ["mlps_slurm", *engine_modules],
         "executables": executables,
         "lockfile": lockfile,
@@ -270,6 +335,7 @@ def finalize_job(profile: SiteProfile, run_dir: str, python: str, base: dict[str
                      + ["--nodes=1", "--ntasks=1"]),
         dependencies=(("afterany", after),),
         outputs=("results",),
+        binds_storage=False,
         context={**base, "finalize": batch_host_command(profile, run_dir, [
             python, "-m", "mlps_slurm.steps.finalize", "--run-dir", run_dir])},
     )

@@ -21,8 +21,8 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from mlps_slurm import benchmarks
-from mlps_slurm.plan import (JobSpec, Plan, PlanError, base_context, client_nodes, finalize_job, preflight_job,
-                             preflight_requirements, with_site_args)
+from mlps_slurm.plan import (JobSpec, Plan, PlanError, base_context, client_nodes, finalize_job, merge_container_setups,
+                             preflight_job, preflight_requirements, with_site_args)
 from mlps_slurm.profile import SiteProfile
 
 SUITE = "suite"
@@ -76,7 +76,10 @@ def _member_plan(benchmark: str, model: str, request: SuiteRequest, profile: Sit
         member_request = bench.suite_request(model, profile, settings)
         plan = bench.plan(member_request, profile, run_id=run_id, run_dir=run_dir, python=python)
         if probe:
+            from mlps_slurm import probes
+
             bench.probe(plan, python)
+            plan = probes.settle(plan, profile, python)
     except PlanError as exc:
         raise PlanError(f"{exc}{_profile_origin(bench, str(exc))}") from exc
     return plan
@@ -115,6 +118,10 @@ def merge_preflight(suite: dict[str, Any], members: list[dict[str, Any]]) -> dic
         if spec.get("memory_sizes_dataset"):
             merged["memory_sizes_dataset"] = True
         merged["lockfile"] = merged.get("lockfile") or spec.get("lockfile")
+    merged["container"] = merge_container_setups([suite.get("container"), *(s.get("container") for s in members)])
+    deferred = [p for s in members for p in s.get("engine_probes", [])]
+    if deferred:  # two workloads of one benchmark probe the same thing: once is enough
+        merged["engine_probes"] = [p for i, p in enumerate(deferred) if p not in deferred[:i]]
     merged["python_modules"] = list(dict.fromkeys(modules))
     merged["executables"] = list(dict.fromkeys(executables))
     merged["storage"] = list(storage.values()) + [d for d in suite["storage"] if d["id"] == "results_dir"]

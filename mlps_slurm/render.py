@@ -13,7 +13,7 @@ from typing import Any, Iterable
 
 import jinja2
 
-from mlps_slurm.plan import JobSpec, Plan, ShellRef
+from mlps_slurm.plan import JobSpec, Plan, ShellRef, container_header
 from mlps_slurm.profile import SiteProfile
 from mlps_slurm.resources import templates_dir
 
@@ -62,8 +62,8 @@ def environment(site_template_dirs: Iterable[Path] = ()) -> jinja2.Environment:
     return env
 
 
-def render_job(env: jinja2.Environment, job: JobSpec) -> str:
-    context = dict(job.context)
+def render_job(env: jinja2.Environment, job: JobSpec, container: dict[str, Any] | None = None) -> str:
+    context = {"container": container, **job.context}
     context["sbatch"] = [ShellSafe(opt) for opt in job.sbatch]  # validated in plan.py against SBATCH_TOKEN
     context["setup"] = [ShellSafe(line) for line in job.context.get("setup", [])]
     try:
@@ -106,4 +106,6 @@ def site_template_dirs(profile: SiteProfile) -> list[Path]:
 def render_plan(plan: Plan, site_template_dirs: Iterable[Path] = ()) -> dict[str, str]:
     """Script file name (NN-<job>.sbatch) -> script text, in chain order."""
     env = environment(site_template_dirs)
-    return {f"{i:02d}-{job.key}.sbatch": render_job(env, job) for i, job in enumerate(plan.jobs)}
+    setup = plan.preflight.get("container")  # the plan's binds, in every job's header
+    return {f"{i:02d}-{job.key}.sbatch": render_job(env, job, container_header(setup, job.binds_storage))
+            for i, job in enumerate(plan.jobs)}

@@ -53,15 +53,16 @@ def profile_digest(profile: SiteProfile) -> str:
 
 
 def benchmark_planner(name: str, request: Any) -> Planner:
-    """Plan one benchmark's request, then probe its engine in the jobs' interpreter."""
-    from mlps_slurm import benchmarks
+    """Plan one benchmark's request, then probe its engine in the jobs' environment (inside the image on container
+    sites; left to the preflight job when the login node cannot run the image)."""
+    from mlps_slurm import benchmarks, probes
 
     bench = benchmarks.get(name)
 
     def plan_it(profile: SiteProfile, run_id: str, run_dir: str, python: str) -> Plan:
         plan = bench.plan(request, profile, run_id=run_id, run_dir=run_dir, python=python)
         bench.probe(plan, python)
-        return plan
+        return probes.settle(plan, profile, python)
 
     return plan_it
 
@@ -103,10 +104,25 @@ def launch(action: str, kind: str, planner: Planner, profile_ref: str, overrides
     run = create_run(plan, profile, results_root, scripts)
     result = Launch(action, plan, profile, run=run)
     if action == "submit":
+        create_bind_sources(plan)
         from mlps_slurm.chain import submit_chain
 
         result.job_ids = submit_chain(run, backend)  # on failure: cancels what it submitted, removes the run
     return result
+
+
+def create_bind_sources(plan: Plan) -> None:
+    """The storage directories a container run binds, created here when this login node can (a shared
+    filesystem). Where it cannot (node-local storage, a filesystem only the compute nodes mount, no permission),
+    each job script creates them before its first containerized step and fails naming the profile key."""
+    setup = plan.preflight.get("container")
+    if not setup or setup["every_node"]:
+        return
+    for d in setup["create"]:
+        try:
+            Path(d["path"]).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            continue
 
 
 def test_only(plan: Plan, scripts: dict[str, str], backend: SlurmBackend,

@@ -5,7 +5,9 @@ A benchmark is a package under mlps_slurm/benchmarks/ with a light __init__.py t
 by this contract and imported only when a shared layer needs them:
 
     request.py   REQUEST: the typed request (a frozen `Request` dataclass; every default and range in one place)
-    plan.py      plan(request, profile, *, run_id, run_dir, python) -> Plan; probe(plan, python) (engine present?);
+    plan.py      plan(request, profile, *, run_id, run_dir, python) -> Plan; probe(plan, python) (what the login node
+                 can refuse); (optional) engine_probe(plan) -> EngineProbe and judge_probe(probe, info, python) ->
+                 [problem] (is the engine there, in the jobs' environment?);
                  suite_request(model, profile, settings) -> Request (a workload of `submit all`)
     finalize.py  finalize(run) -> (results, table)          (inside the finalize job)
     report.py    table(results) -> str                      (the readable results table)
@@ -151,6 +153,24 @@ def metric(name: str, unit: str, higher_is_better: bool, samples: Any) -> Metric
 
 
 @dataclass(frozen=True)
+class EngineProbe:
+    """A self-contained program the jobs' Python runs as `python -c code *args` and that prints one JSON line; the
+    benchmark's judge_probe turns it into problems. Data, so the preflight job can run the very same probe inside
+    the container when the login node cannot (it is then recorded in the manifest's preflight section)."""
+
+    benchmark: str
+    code: str
+    args: tuple[str, ...] = ()
+
+    def record(self) -> dict[str, Any]:
+        return {"benchmark": self.benchmark, "code": self.code, "args": list(self.args)}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "EngineProbe":
+        return cls(str(record["benchmark"]), str(record["code"]), tuple(str(a) for a in record.get("args", ())))
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """One MLPerf Storage benchmark as the shared layers see it."""
 
@@ -187,8 +207,20 @@ class Benchmark:
         return self.part("plan").plan(request, profile, run_id=run_id, run_dir=run_dir, python=python)  # type: ignore[no-any-return]
 
     def probe(self, plan: "Plan", python: str) -> None:
-        """Raise PlanError when the planned engine cannot run in the jobs' interpreter."""
+        """Raise PlanError for what the login node itself can refuse (a broken lockfile); what the jobs'
+        environment decides is the engine probe's (engine_probe), run where that environment is."""
         self.part("plan").probe(plan, python)
+
+    def engine_probe(self, plan: "Plan") -> "EngineProbe | None":
+        """What the jobs' Python must answer before the chain is worth queueing: plan.py's engine_probe(plan), or
+        none. mlps_slurm.probes runs it in the jobs' environment (inside the image on container sites): on the
+        login node when it can, otherwise in the preflight job."""
+        make = getattr(self.part("plan"), "engine_probe", None)
+        return None if make is None else make(plan)  # type: ignore[no-any-return]
+
+    def judge_probe(self, probe: "EngineProbe", info: Mapping[str, Any], python: str) -> list[str]:
+        """The problems (each with its fix) in what the probe printed: plan.py's judge_probe(probe, info, python)."""
+        return list(self.part("plan").judge_probe(probe, info, python))
 
     def suite_request(self, model: str, profile: "SiteProfile", settings: Mapping[str, Any]) -> Request:
         """The request of one workload of `submit all`: `settings` holds nodes, scale and the suite's options."""

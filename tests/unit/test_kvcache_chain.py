@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ import pytest
 from mlps_slurm.benchmarks.base import PlanError
 from mlps_slurm.benchmarks.kvcache.finalize import finalize
 from mlps_slurm.benchmarks.kvcache.plan import plan as plan_kvcache
-from mlps_slurm.benchmarks.kvcache.plan import probe
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
+from mlps_slurm.probes import settle
 from mlps_slurm.profile import load_profile
 from mlps_slurm.rules import check_request, combine
 from mlps_slurm.run import create_run
@@ -63,15 +64,16 @@ def test_users_and_options_for_demos_and_the_rules_on_them(tmp_path):
 def test_the_official_engine_needs_its_checkout(tmp_path):
     with pytest.raises(PlanError, match="engines.kvcache.path"):
         make(tmp_path, engine="official")
+    # The checkout is looked for by the jobs' Python (inside the image on container sites): mlps_slurm.probes.
     plan, _ = make(tmp_path, f"engines.kvcache.path={tmp_path / 'nowhere'}", engine="official")
     with pytest.raises(PlanError, match="clone github.com/mlcommons/storage"):
-        probe(plan, "/py")
+        settle(plan, load_profile("localhost"), sys.executable)
     checkout = tmp_path / "storage" / "kv_cache_benchmark"
     (checkout / "kv_cache").mkdir(parents=True)
     (checkout / "kv-cache.py").write_text("")
     (checkout / "config.yaml").write_text("")
     plan, _ = make(tmp_path, f"engines.kvcache.path={checkout.parent}", engine="official")
-    probe(plan, "/py")
+    assert settle(plan, load_profile("localhost"), sys.executable) == plan
     argv = plan.job("option1").context["trials"][0]["engine"]
     assert argv[argv.index("--official-path") + 1] == str(checkout.parent)
     assert {f.rule_id: f.verdict.value for f in check_request("kvcache", plan.record())}["kvcache.engine"] == "CLOSED"

@@ -26,6 +26,7 @@ def settings(**values: object) -> dict[str, object]:
 
 MOUNTS = ("/scratch/runs:/scratch/runs,/scratch/ckpt:/scratch/ckpt,/scratch/data:/scratch/data,/scratch/kv:/scratch/kv,"
           "/scratch/vdb:/scratch/vdb")
+BINDS = containers.BINDS  # the job's shell variable the header sets to the plan's binds
 
 
 def test_builtin_names_in_registration_order():
@@ -59,21 +60,21 @@ def test_schema_choices_are_the_registries():
     assert tuple(SCHEMA["container.runtime"].choices) == containers.names()
 
 
-def test_mounts_add_every_run_directory_once():
+def test_binds_are_the_mounts_the_results_and_the_given_storage_each_once():
     values = settings(container__mounts=["/etc/slurm:/etc/slurm:ro", "/scratch/ckpt:/ckpt"])
-    assert containers.mounts(values, RUN_DIR) == [
+    assert containers.bind_list(values, RUN_DIR, ["/scratch/ckpt", "/scratch/data"]) == [
         "/etc/slurm:/etc/slurm:ro", "/scratch/ckpt:/ckpt", "/scratch/runs:/scratch/runs",
-        "/scratch/data:/scratch/data", "/scratch/kv:/scratch/kv", "/scratch/vdb:/scratch/vdb"]
+        "/scratch/data:/scratch/data"]
 
 
 @pytest.mark.parametrize("kind, runtime, expected", [
     ("srun", "none", ["srun", "--mpi=pmi2", "--ntasks=6", "--cpu-bind=none"]),
     ("srun", "pyxis", ["srun", "--mpi=pmi2", "--ntasks=6", "--cpu-bind=none", "--container-image=img.sif",
-                       f"--container-mounts={MOUNTS}", "--x"]),
+                       "--container-mounts", BINDS, "--x"]),
     ("srun", "apptainer", ["srun", "--mpi=pmi2", "--ntasks=6", "--cpu-bind=none", "apptainer", "exec", "--bind",
-                           MOUNTS, "--x", "img.sif"]),
+                           BINDS, "--x", "img.sif"]),
     ("mpirun", "none", ["mpirun", "-np", "6", "--cpu-bind=none"]),
-    ("mpirun", "apptainer", ["mpirun", "-np", "6", "--cpu-bind=none", "apptainer", "exec", "--bind", MOUNTS, "--x",
+    ("mpirun", "apptainer", ["mpirun", "-np", "6", "--cpu-bind=none", "apptainer", "exec", "--bind", BINDS, "--x",
                              "img.sif"]),
 ])
 def test_launch_prefix(kind, runtime, expected):
@@ -85,11 +86,11 @@ def test_launch_prefix(kind, runtime, expected):
 @pytest.mark.parametrize("runtime, per_node, batch_host", [
     ("none", ["srun", "--nodes=3", "--ntasks-per-node=1", "prog"], ["prog"]),
     ("pyxis", ["srun", "--nodes=3", "--ntasks-per-node=1", "--container-image=img.sif",
-               f"--container-mounts={MOUNTS}", "prog"],
-     ["srun", "--nodes=1", "--ntasks=1", "--container-image=img.sif", f"--container-mounts={MOUNTS}", "prog"]),
-    ("apptainer", ["srun", "--nodes=3", "--ntasks-per-node=1", "/opt/bin/singularity", "exec", "--bind", MOUNTS,
+               "--container-mounts", BINDS, "prog"],
+     ["srun", "--nodes=1", "--ntasks=1", "--container-image=img.sif", "--container-mounts", BINDS, "prog"]),
+    ("apptainer", ["srun", "--nodes=3", "--ntasks-per-node=1", "/opt/bin/singularity", "exec", "--bind", BINDS,
                    "img.sif", "prog"],
-     ["/opt/bin/singularity", "exec", "--bind", MOUNTS, "img.sif", "prog"]),
+     ["/opt/bin/singularity", "exec", "--bind", BINDS, "img.sif", "prog"]),
 ])
 def test_per_node_and_batch_host_commands(runtime, per_node, batch_host):
     values = settings(container__runtime=runtime, container__apptainer="/opt/bin/singularity")
@@ -100,10 +101,11 @@ def test_per_node_and_batch_host_commands(runtime, per_node, batch_host):
 
 @pytest.mark.parametrize("kind, runtime, executables", [
     ("srun", "none", ["srun"]),
-    ("srun", "pyxis", ["srun"]),
-    ("srun", "apptainer", ["srun", "/opt/bin/singularity"]),
+    # inside a container the node check sees the image's PATH, not the host's where these run
+    ("srun", "pyxis", []),
+    ("srun", "apptainer", []),
     ("mpirun", "none", ["srun", "mpirun"]),
-    ("mpirun", "apptainer", ["srun", "mpirun", "/opt/bin/singularity"]),
+    ("mpirun", "apptainer", []),
 ])
 def test_preflight_executables(kind, runtime, executables):
     profile = load_profile("localhost", [f"launcher.kind={kind}", f"container.runtime={runtime}",

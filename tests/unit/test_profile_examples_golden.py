@@ -57,9 +57,18 @@ def test_pyxis_steps_enter_the_container_and_apptainer_wraps_the_engine():
         scripts[name] = render_plan(plan)
     pyxis = scripts["gpu-pyxis"]["01-checkpointing.sbatch"]
     assert "--container-image=registry.example.org#mlperf/mlps-slurm:0.1.0" in pyxis
-    assert "/scratch/mlps/checkpoints:/scratch/mlps/checkpoints" in pyxis  # storage mounted automatically
+    assert '--container-mounts "${MLPS_CONTAINER_BINDS}"' in pyxis
+    # only the storage this benchmark uses is bound, after its directory was created
+    binds = "MLPS_CONTAINER_BINDS=/etc/slurm:/etc/slurm:ro,/shared/home/alice/mlps-slurm/runs:/shared/home/alice/" \
+            "mlps-slurm/runs,/scratch/mlps/checkpoints:/scratch/mlps/checkpoints\n"
+    assert binds in pyxis and pyxis.index("mkdir -p -- /scratch/mlps/checkpoints") < pyxis.index(binds)
+    assert "/scratch/mlps/data" not in pyxis and "/scratch/mlps/kvcache" not in pyxis
+    assert "test -e /etc/slurm || { echo 'mlps-slurm: /etc/slurm (a source of container.mounts)" in pyxis
     assert "#SBATCH --gres=gpu:8" in pyxis and "#SBATCH --exclusive" in pyxis
     assert "#SBATCH --gres" not in scripts["gpu-pyxis"]["00-preflight.sbatch"]  # only benchmark jobs
     app = scripts["apptainer-site"]["01-checkpointing.sbatch"]
-    assert "mpirun -np 8 --bind-to none --map-by node apptainer exec --bind" in app
-    assert "/gpfs/images/mlps-slurm-0.1.0.sif /usr/bin/python3 -m mlps_slurm.benchmarks.checkpointing.job" in app
+    # --cleanenv: the launcher's PMIx/PMI/Open MPI and Slurm variables reach the ranks as APPTAINERENV_*
+    assert "mpirun -np 8 --bind-to none --map-by node bash -c " in app
+    assert 'PMIX_*|PMI_*|OMPI_*|SLURM_*|SLURMD_*|MLPS_*) export "APPTAINERENV_$v=${!v}"' in app
+    assert ('mlps-keep-env apptainer exec --bind "${MLPS_CONTAINER_BINDS}" --cleanenv /gpfs/images/mlps-slurm-0.1.0.sif '
+            '/usr/bin/python3 -m mlps_slurm.benchmarks.checkpointing.job') in app

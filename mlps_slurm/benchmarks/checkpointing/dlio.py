@@ -2,16 +2,14 @@
 
 PyPI's dlio-benchmark 2.0.0 has no llama3 checkpoint workloads and no checkpoint read phase; those exist only in
 newer DLIO builds (the argonne-lcf `mlperf_storage_v2.0` branch and the MLCommons DLIO fork). We probe the jobs'
-interpreter rather than our own, because that is where the engine will run.
+interpreter rather than our own, because that is where the engine will run (mlps_slurm.probes runs PROBE_CODE
+there: inside the image on container sites).
 """
 
 from __future__ import annotations
 
-import json
-import subprocess
-
 # Runs inside the jobs' interpreter: where is dlio_benchmark, which version, which workload configs it ships.
-_PROBE = r"""
+PROBE_CODE = r"""
 import importlib.util, importlib.metadata, json, os
 spec = importlib.util.find_spec("dlio_benchmark")
 out = {"installed": spec is not None}
@@ -29,29 +27,14 @@ INSTALL_HINT = ("install a DLIO build that has the MLPerf Storage llama3 checkpo
                 "jobs' Python, or use --engine builtin")
 
 
-class DlioUnsupported(RuntimeError):
-    """The installed DLIO cannot run what was asked."""
-
-
-def probe(python: str) -> dict:
-    try:
-        proc = subprocess.run([python, "-c", _PROBE], capture_output=True, text=True, timeout=120)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DlioUnsupported(f"cannot run the jobs' Python {python} to look for DLIO: {exc}") from exc
-    if proc.returncode != 0:
-        raise DlioUnsupported(f"the jobs' Python {python} failed to probe DLIO: {proc.stderr.strip()[-500:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def require_dlio_checkpointing(python: str) -> dict:
-    info = probe(python)
+def problems(info: dict, python: str) -> list[str]:
+    """What PROBE_CODE printed in the jobs' Python, as the reason --engine dlio cannot run there (always one:
+    this version of mlps-slurm drives only the builtin engine, so even a capable DLIO is refused with that fix)."""
     if not info["installed"]:
-        raise DlioUnsupported(f"--engine dlio: dlio-benchmark is not installed for {python}; {INSTALL_HINT}")
+        return [f"--engine dlio: dlio-benchmark is not installed for {python}; {INSTALL_HINT}"]
     llama = [w for w in info["workloads"] if w.startswith("llama")]
     if not llama:
-        raise DlioUnsupported(
-            f"--engine dlio: the installed dlio-benchmark {info['version']} ({info['location']}) has no llama3 "
-            f"checkpoint workloads and no checkpoint read phase; {INSTALL_HINT}")
-    raise DlioUnsupported(
-        f"--engine dlio: dlio-benchmark {info['version']} ships {', '.join(llama)}, but this version of mlps-slurm "
-        "drives only the builtin checkpoint engine; use --engine builtin")
+        return [f"--engine dlio: the installed dlio-benchmark {info['version']} ({info['location']}) has no llama3 "
+                f"checkpoint workloads and no checkpoint read phase; {INSTALL_HINT}"]
+    return [f"--engine dlio: dlio-benchmark {info['version']} ships {', '.join(llama)}, but this version of "
+            "mlps-slurm drives only the builtin checkpoint engine; use --engine builtin"]

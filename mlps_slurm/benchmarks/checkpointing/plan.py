@@ -7,7 +7,7 @@ import math
 from dataclasses import replace
 from typing import Any, Mapping
 
-from mlps_slurm.benchmarks.base import PlanError
+from mlps_slurm.benchmarks.base import EngineProbe, PlanError
 from mlps_slurm.benchmarks.checkpointing import catalog as ckpt
 from mlps_slurm.benchmarks.checkpointing.engine import ENGINE_MODULE, engine_argv
 from mlps_slurm.benchmarks.checkpointing.request import CheckpointingRequest
@@ -97,7 +97,7 @@ def plan(request: CheckpointingRequest, profile: SiteProfile, *, run_id: str, ru
 
 
 def probe(plan: Plan, python: str) -> None:
-    """Refuse, before anything is written, what the nodes could not run."""
+    """Refuse, before anything is written, what the login node can tell is broken (the lockfile)."""
     request = plan.request
     if request.verify_lockfile:
         from mlps_slurm.lockfile import LockfileError, parse
@@ -106,13 +106,22 @@ def probe(plan: Plan, python: str) -> None:
             parse(request.verify_lockfile)  # a broken lockfile is refused here, not on every node
         except LockfileError as exc:
             raise PlanError(f"--verify-lockfile: {exc}") from exc
-    if request.engine == "dlio":
-        from mlps_slurm.benchmarks.checkpointing.dlio import DlioUnsupported, require_dlio_checkpointing
 
-        try:
-            require_dlio_checkpointing(python)
-        except DlioUnsupported as exc:
-            raise PlanError(str(exc)) from exc
+
+def engine_probe(plan: Plan) -> EngineProbe | None:
+    """--engine dlio: what the DLIO installed in the jobs' Python can do (the builtin engine needs no probe: the
+    preflight imports it on every node)."""
+    if plan.request.engine != "dlio":
+        return None
+    from mlps_slurm.benchmarks.checkpointing.dlio import PROBE_CODE
+
+    return EngineProbe("checkpointing", PROBE_CODE)
+
+
+def judge_probe(probe: EngineProbe, info: dict[str, Any], python: str) -> list[str]:
+    from mlps_slurm.benchmarks.checkpointing.dlio import problems
+
+    return problems(info, python)
 
 
 def suite_request(model: str, profile: SiteProfile, settings: Mapping[str, Any]) -> CheckpointingRequest:

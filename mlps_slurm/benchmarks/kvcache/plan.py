@@ -3,16 +3,15 @@
 Each option is one job that runs its trials one after another; every trial is one srun step with one task per
 client (rank), `ranks_per_node` on each node. An option starts when the previous one ended, however it ended
 (afterany; the next option is a measurement of its own), and only on the nodes the preflight validated.
-Pure, except `probe`, which looks for the official engine's checkout before anything is written.
+Pure; the official engine's checkout is looked for by its engine probe (mlps_slurm.probes), in the jobs' environment.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Mapping
 
-from mlps_slurm.benchmarks.base import PlanError
+from mlps_slurm.benchmarks.base import EngineProbe, PlanError
 from mlps_slurm.benchmarks.kvcache import BENCHMARK
 from mlps_slurm.benchmarks.kvcache import catalog as cat
 from mlps_slurm.benchmarks.kvcache.request import KvCacheRequest
@@ -144,25 +143,38 @@ def engine_argv(python: str, params: cat.KvOptionParams, output_base: str, cache
     return argv
 
 
-def official_entry(path: str) -> Path | None:
-    """kv-cache.py of a checkout given as the repository or its kv_cache_benchmark/ directory."""
-    for candidate in (Path(path), Path(path) / "kv_cache_benchmark"):
-        if (candidate / "kv-cache.py").is_file() and (candidate / "config.yaml").is_file():
-            return candidate / "kv-cache.py"
-    return None
+# Runs in the jobs' Python (inside the image on container sites, where the checkout may live): is kv-cache.py of a
+# checkout given as the repository or its kv_cache_benchmark/ directory there.
+CHECKOUT_PROBE = r"""
+import json, os, sys
+found = None
+for c in (sys.argv[1], os.path.join(sys.argv[1], "kv_cache_benchmark")):
+    if os.path.isfile(os.path.join(c, "kv-cache.py")) and os.path.isfile(os.path.join(c, "config.yaml")):
+        found = c
+        break
+print(json.dumps({"checkout": found, "package": found is not None and os.path.isdir(os.path.join(found, "kv_cache"))}))
+"""
 
 
 def probe(plan: Plan, python: str) -> None:
+    """Nothing the login node can refuse by itself: the official engine's checkout is looked for where the jobs
+    run (engine_probe)."""
+
+
+def engine_probe(plan: Plan) -> EngineProbe | None:
     """The official engine needs its checkout (kv-cache.py, config.yaml and the kv_cache package) where the
-    profile says; refused before anything is written, saying what to install."""
+    profile says, as the jobs see it; the builtin engine is part of mlps_slurm."""
     if plan.request.engine != "official":
-        return
-    path = plan.settings["engine_path"]
-    entry = official_entry(path)
-    if entry is None or not (entry.parent / "kv_cache").is_dir():
-        raise PlanError(f"engines.kvcache.path = {path}: no kv_cache_benchmark checkout there (kv-cache.py, "
-                        "config.yaml and the kv_cache/ package); clone github.com/mlcommons/storage and point "
-                        "engines.kvcache.path at its kv_cache_benchmark/ directory, or use --engine builtin")
+        return None
+    return EngineProbe("kvcache", CHECKOUT_PROBE, (plan.settings["engine_path"],))
+
+
+def judge_probe(probe: EngineProbe, info: dict[str, Any], python: str) -> list[str]:
+    if info.get("checkout") and info.get("package"):
+        return []
+    return [f"engines.kvcache.path = {probe.args[0]}: no kv_cache_benchmark checkout there (kv-cache.py, "
+            "config.yaml and the kv_cache/ package); clone github.com/mlcommons/storage and point "
+            "engines.kvcache.path at its kv_cache_benchmark/ directory, or use --engine builtin"]
 
 
 def suite_request(model: str, profile: SiteProfile, settings: Mapping[str, Any]) -> KvCacheRequest:

@@ -19,7 +19,6 @@ Written for PyPI dlio-benchmark 2.0.0 and its traps (reference dlio.md §6):
 
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 TESTED_DLIO_VERSION = "2.0.0"
@@ -42,7 +41,7 @@ def dlio_argv(config_dir: str, workload: str, output_dir: str, overrides: Iterab
 
 # Runs inside the jobs' interpreter: is the engine importable there (find_spec: no import of DLIO, which would
 # import tensorflow), and, only when asked, does tensorflow really import.
-_PROBE = r"""
+PROBE_CODE = r"""
 import importlib.util, importlib.metadata, json, sys
 out = {"python": sys.version.split()[0], "missing": []}
 for name in ("dlio_benchmark", "dftracer", "mpi4py", "hydra", "torch"):
@@ -71,19 +70,17 @@ TENSORFLOW_HINT = ("install tensorflow-cpu into the jobs' Python (tested with te
                    "reader.data_loader=pytorch --param dataset.format=npz")
 
 
-def probe_engine(python: str, need_tensorflow: bool, timeout: float = 300) -> list[str]:
-    """Problems with the jobs' interpreter for this workload, each with the fix; empty when it can run."""
-    import subprocess
+def probe_engine(python: str, need_tensorflow: bool) -> list[str]:
+    """Problems with the interpreter `python` on this host for this workload, each with the fix; empty when it can
+    run. (A run's probe goes through mlps_slurm.probes, which runs it inside the image on container sites.)"""
+    from mlps_slurm.benchmarks.base import EngineProbe
+    from mlps_slurm.probes import run
 
-    argv = [python, "-c", _PROBE] + (["--tensorflow"] if need_tensorflow else [])
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return [f"cannot run the jobs' Python {python} to look for DLIO: {exc}; set environment.python in the "
-                "profile to a working interpreter"]
-    if proc.returncode != 0:
-        return [f"the jobs' Python {python} failed to probe DLIO: {proc.stderr.strip()[-500:]}"]
-    info = json.loads(proc.stdout.strip().splitlines()[-1])
+    return run(EngineProbe("training", PROBE_CODE, ("--tensorflow",) if need_tensorflow else ()), python)
+
+
+def judge_probe(info: dict, python: str, need_tensorflow: bool) -> list[str]:
+    """What PROBE_CODE printed, as problems with their fixes."""
     problems = []
     if info["missing"]:
         problems.append(f"the jobs' Python {python} lacks {', '.join(info['missing'])}: install the pinned "

@@ -14,6 +14,7 @@ import math
 from dataclasses import replace
 from typing import Any, Mapping
 
+from mlps_slurm.benchmarks.base import EngineProbe
 from mlps_slurm.benchmarks.training import BENCHMARK
 from mlps_slurm.benchmarks.training import catalog as cat
 from mlps_slurm.benchmarks.training import engine as eng
@@ -243,9 +244,15 @@ def probe(plan: Plan, python: str) -> None:
             parse(plan.request.verify_lockfile)  # a broken lockfile is refused here, not on every node
         except LockfileError as exc:
             raise PlanError(f"--verify-lockfile: {exc}") from exc
-    problems = eng.probe_engine(python, plan.settings["needs_tensorflow"])
-    if problems:
-        raise PlanError("; ".join(problems))
+
+
+def engine_probe(plan: Plan) -> EngineProbe:
+    """DLIO and its dependencies importable in the jobs' Python (and tensorflow, when the workload needs it)."""
+    return EngineProbe("training", eng.PROBE_CODE, ("--tensorflow",) if plan.settings["needs_tensorflow"] else ())
+
+
+def judge_probe(probe: EngineProbe, info: dict[str, Any], python: str) -> list[str]:
+    return eng.judge_probe(info, python, "--tensorflow" in probe.args)
 
 
 def suite_request(model: str, profile: SiteProfile, settings: Mapping[str, Any]) -> TrainingRequest:

@@ -11,15 +11,17 @@ visibility, clock skew, the MPI result), writes preflight.json (compact JSON: su
 every node's full report, keyed by node) and preflight.txt, and exits non-zero on any error so that Slurm cancels
 the benchmark jobs depending on the preflight (afterok).
 
-Check ids are stable (rules, status and tests read them): os.distribution, os.kernel, cpu.count, memory.size,
-python.version, python.import.<module>, python.lockfile, executable.<name>, storage.<id>.writable,
-storage.<id>.filesystem, storage.<id>.free_space, storage.<id>.cache_drop, storage.separate.<a>.<b> (node);
+Check ids are stable (rules, status and tests read them): engine.<benchmark>, os.distribution, os.kernel,
+cpu.count, memory.size, python.version, python.import.<module>, python.lockfile, executable.<name>,
+storage.<id>.writable, storage.<id>.filesystem, storage.<id>.free_space, storage.<id>.cache_drop, storage.separate.<a>.<b> (node);
 storage.<id>.shared, clock.skew, node.report (gather, per node); mpi.collective (gather, node "all").
 
 The manifest's "preflight" section (written by the plan; every key optional): python, python_modules, executables,
 lockfile, storage [{id, path, required_free_bytes, shared?, cache_drop?}], expect_filesystem_type, storage_shared,
 separate_filesystems, memory_gb_expected, cpus_expected, memory_sizes_dataset, cache_drop_required,
-shared_token_timeout_s, clock_skew_warn_s, clock_skew_error_s.
+shared_token_timeout_s, clock_skew_warn_s, clock_skew_error_s, engine_probes [{benchmark, code, args}] (the probes
+the login node could not run in the image: mlps_slurm.probes), container (what the job scripts bind and create
+first: mlps_slurm.plan.container_setup; not read by the node checks).
 
 Shared visibility: every node writes a token into each shared storage directory
 (<dir>/.mlps-preflight-<job>/<shard>/<node>) first thing, runs its other checks, then waits (at most

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import socket
+import sys
 import time
 from typing import Any
 
@@ -15,8 +16,8 @@ from mlps_slurm.steps.preflight.common import FAIL, Check, natural_key, node_nam
 from mlps_slurm.steps.preflight.report import encode_report
 from mlps_slurm.steps.preflight.storage import (check_cache_drop, check_filesystem, check_free_space, check_separate,
                                                 check_writable, probe_storage)
-from mlps_slurm.steps.preflight.system import (check_cpu, check_executable, check_kernel, check_lockfile,
-                                               check_memory, check_module, check_os, check_python)
+from mlps_slurm.steps.preflight.system import (check_cpu, check_engine, check_executable, check_kernel,
+                                               check_lockfile, check_memory, check_module, check_os, check_python)
 from mlps_slurm.steps.preflight.tokens import (SHARED_TIMEOUT_S, shared_dirs, token_path, token_targets,
                                                wait_for_tokens, write_token)
 
@@ -70,6 +71,9 @@ class NodeRun:
                   check_memory(facts["memory"], spec.get("memory_gb_expected"), node,
                                bool(spec.get("memory_sizes_dataset"))),
                   check_python()]
+        # First the engine probes the login node could not run in the image: their answer is the one to read.
+        python = spec.get("python") or sys.executable
+        checks[:0] = [check_engine(record, python, node) for record in spec.get("engine_probes", [])]
         pinned: dict[str, str] = {}
         if spec.get("lockfile"):
             lock_check, pinned = check_lockfile(spec["lockfile"], node)

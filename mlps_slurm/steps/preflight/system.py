@@ -1,5 +1,5 @@
 """The node checks of the system: OS, kernel, CPUs, memory, Python, importable modules, installed packages
-against the lockfile, executables."""
+against the lockfile, executables, and the engine probes the login node left to the preflight."""
 
 from __future__ import annotations
 
@@ -129,3 +129,18 @@ def check_executable(name: str, node: str, os_info: dict[str, str]) -> Check:
         return make_check(f"executable.{base}", FAIL, f"{base} is not {where} on {node}; {hint}", hint=hint,
                           path=None)
     return make_check(f"executable.{base}", PASS, path, path=path)
+
+
+def check_engine(record: dict[str, Any], python: str, node: str) -> Check:
+    """A benchmark's engine probe that the login node could not run in the image (mlps_slurm.probes): run here,
+    inside the container, as the benchmark jobs will run."""
+    from mlps_slurm.benchmarks.base import EngineProbe
+    from mlps_slurm.probes import run
+
+    probe = EngineProbe.from_record(record)
+    cid = f"engine.{probe.benchmark}"
+    problems = run(probe, python)
+    if problems:
+        return make_check(cid, FAIL, f"{probe.benchmark}: the engine cannot run on {node}: {'; '.join(problems)}",
+                          problems=problems)
+    return make_check(cid, PASS, f"{probe.benchmark}: the engine's probe passed in {python}")
