@@ -123,3 +123,18 @@ def test_cleanenv_keeps_what_pmix_and_the_steps_need():
     assert "PMIX_*|PMI_*|OMPI_*|SLURM_*|SLURMD_*|MLPS_*|A_B)" in prefix[2]
     without = load_profile("apptainer-site", ["container.extra_args=[]"])
     assert containers.get("apptainer").exec_prefix(without, "/r/x")[0] == "apptainer"
+
+
+@pytest.mark.parametrize("name", ["localhost", "generic-cpu", "gpu-pyxis", "apptainer-site"])
+def test_every_example_profile_plans_and_renders_training_and_the_suite(name, monkeypatch):
+    from mlps_slurm.plan_suite import SuiteRequest
+    from mlps_slurm.run import benchmark_planner, jobs_python, suite_planner
+
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")  # a login node without apptainer or enroot
+    profile = load_profile(name)
+    for planner in (benchmark_planner("training", TrainingRequest("unet3d", "b200", scale=0.01)),
+                    suite_planner(SuiteRequest(scale=0.01))):
+        plan = planner(profile, "r", f"{profile.get('storage.results_dir')}/r", jobs_python(profile))
+        assert render_plan(plan)
+        deferred = plan.preflight.get("engine_probes", [])
+        assert bool(deferred) == (name != "localhost")  # localhost's Python is this one: probed here
