@@ -8,6 +8,7 @@ complete under a hidden temporary name and renamed into place, so a crash never 
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import secrets
@@ -115,7 +116,7 @@ def read_json(path: Path) -> Any:
 
 def make_results_root(root: Path) -> None:
     """Create the results directory. Directories created inside a shared sticky directory (/dev/shm, /tmp) on the
-    way to a per-user one (/dev/shm/mlps-slurm/$USER/runs) are made like it, 1777, so the next user can create
+    way to a per-user one (/shared/mlps-slurm/$USER/runs) are made like it, 1777, so the next user can create
     theirs there too; the user's own directories keep the umask's mode."""
     missing = []
     probe = root
@@ -124,10 +125,22 @@ def make_results_root(root: Path) -> None:
         probe = probe.parent
     shared = False
     try:
-        mode = probe.stat().st_mode
+        info = probe.stat()
+        mode = info.st_mode
         shared = bool(mode & stat.S_ISVTX) and bool(mode & stat.S_IWOTH)
     except OSError:
-        pass
+        info = None
+    if missing and info is not None and stat.S_ISDIR(info.st_mode) and not os.access(probe, os.W_OK | os.X_OK):
+        # Say whose directory it is: the usual cause is a shared parent another user created with a private mode.
+        try:
+            import pwd
+
+            owner = pwd.getpwuid(info.st_uid).pw_name
+        except (KeyError, ImportError):
+            owner = str(info.st_uid)
+        raise PermissionError(errno.EACCES, f"cannot create {missing[-1].name!r} here: the directory belongs to "
+                                            f"{owner} with mode {stat.S_IMODE(info.st_mode):04o}; ask them to "
+                                            "`chmod 1777` it, or use a results directory of your own", str(probe))
     user = os.environ.get("USER") or ""
     for directory in reversed(missing):
         try:

@@ -49,6 +49,8 @@ class JobState:
     source: str = ""  # where the state came from: squeue, sacct or jobcomp
     submit: str = ""  # when Slurm received the job (its local time, as Slurm prints it)
     comment: str = ""  # the job's --comment (a chain's jobs: "mlps-slurm:<run id>:<key>[:<attempt>]")
+    end: str = ""  # ISO time the job ended ("" while it runs; only jobs_on_nodes fills it)
+    user: str = ""  # the job's owner (only jobs_on_nodes fills it)
 
     @property
     def terminal(self) -> bool:
@@ -101,3 +103,7 @@ class SlurmBackend(Protocol):
 
     def cancel(self, job_ids: list[str]) -> None:
         """Cancel jobs (ignoring ones that already ended)."""
+
+    def jobs_on_nodes(self, nodes: list[str], start: str, end: str) -> list[JobState]:
+        """Every job that ran on any of `nodes` (hostlist expressions) between `start` and `end` (ISO times, the
+        cluster's local time), with its start, end ("" while it runs), nodes and user: one batched query."""

@@ -16,6 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from mlps_slurm.hostlist import expand
 from mlps_slurm.slurm.base import Dependency, JobState, SlurmError, SlurmUnreachable
 
 # sbatch --parsable prints "<id>" or "<id>;<cluster>".
@@ -119,6 +120,46 @@ def _jobcomp_rows(path: Path, wanted: set[str]) -> dict[str, list[JobState]]:
             elapsed=_elapsed(fields.get("StartTime", ""), fields.get("EndTime", "")), source="jobcomp",
             submit=_blank(fields.get("SubmitTime", ""))))
     return out
+
+
+def _window_row(line: str, source: str) -> JobState | None:
+    """sacct/squeue row: raw id|shown id|state|nodes|start|end|name|user|comment."""
+    parts = line.split("|")
+    if len(parts) < 9:
+        return None
+    raw, shown, state, nodes, start, end, name, user = parts[:8]
+    _, _, task = shown.partition("_")
+    return JobState(job_id=raw, name=name, state=state.split()[0] if state else "UNKNOWN", reason="",
+                    nodes=_blank(nodes), array_task=task if task.isdigit() else "", start=_blank(start),
+                    end=_blank(end), source=source, user=user, comment=_blank("|".join(parts[8:])))
+
+
+def _jobcomp_window(path: Path, nodes: set[str], start: str, end: str) -> list[JobState]:
+    """Ended jobs of jobcomp/filetxt that ran on any of `nodes` and overlapped [start, end]."""
+    out: dict[str, JobState] = {}
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if "JobId=" not in line or "NodeList=" not in line:
+                    continue
+                fields = dict(token.split("=", 1) for token in line.split() if "=" in token)
+                began, ended = fields.get("StartTime", ""), fields.get("EndTime", "")
+                if not began or began in ("Unknown", "None") or began > end or (ended and ended < start):
+                    continue  # ISO local times of one clock compare as text
+                try:
+                    ran_on = set(expand(fields.get("NodeList", "")))
+                except ValueError:
+                    continue
+                if not ran_on & nodes:
+                    continue
+                task = fields.get("ArrayTaskId", "")
+                out[fields["JobId"]] = JobState(
+                    job_id=fields["JobId"], name=fields.get("Name", ""), state=fields.get("JobState", "UNKNOWN"),
+                    reason="", nodes=fields.get("NodeList", ""), array_task=task if task.isdigit() else "",
+                    start=began, end=ended, source="jobcomp", user=fields.get("UserId", "").split("(")[0])
+    except OSError:
+        return []
+    return list(out.values())
 
 
 class CliSlurm:
@@ -303,6 +344,30 @@ class CliSlurm:
         if job_ids:
             subprocess.run(["scancel", *job_ids], capture_output=True, text=True, env=scrubbed_env(),
                            timeout=self.timeout)
+
+    def jobs_on_nodes(self, nodes: list[str], start: str, end: str) -> list[JobState]:
+        """One Slurm call: sacct (jobs running at any time in the window on those nodes) where slurmdbd keeps
+        accounting; otherwise squeue for the jobs still running there plus the job-completion file for the ended
+        ones (read, not a Slurm call), filtered here by node and time."""
+        hostlist = ",".join(nodes)
+        if not hostlist:
+            return []
+        conf = self._config()
+        if not conf.get("AccountingStorageType", "accounting_storage/none").endswith("/none"):
+            proc = self._run(["sacct", "-n", "-P", "-X", "-a", "-s", "R", "-S", start, "-E", end, "-N", hostlist,
+                              "--format", "JobIDRaw,JobID,State,NodeList,Start,End,JobName,User,Comment"],
+                             retry=False)
+            return [s for s in (_window_row(line, "sacct") for line in proc.stdout.splitlines()) if s]
+        proc = self._run(["squeue", "-h", "-a", "-t", "RUNNING,COMPLETING", "-w", hostlist,
+                          "-o", "%A|%i|%T|%N|%S|%e|%j|%u|%k"])
+        found = [s for s in (_window_row(line, "squeue") for line in proc.stdout.splitlines()) if s]
+        found = [replace(s, end="") for s in found]  # squeue's %e of a running job is its time limit, not an end
+        if conf.get("JobCompType") == "jobcomp/filetxt" and conf.get("JobCompLoc"):
+            wanted = set(expand(",".join(nodes)))
+            seen = {s.job_id for s in found}
+            found += [s for s in _jobcomp_window(Path(conf["JobCompLoc"]), wanted, start, end)
+                      if s.job_id not in seen]
+        return found
 
     # --- cluster facts for `profiles validate --live` and `profiles init --from-cluster`
     def partitions(self) -> list[dict[str, Any]]:

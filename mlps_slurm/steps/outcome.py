@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 from mlps_slurm.attempts import attempt_ids, merged_states
 from mlps_slurm.rundir import RunDirectory, atomic_write_json, atomic_write_text, read_json, run_record
+from mlps_slurm.steps.contention import shared_lines
 from mlps_slurm.steps.hostmetrics_summary import results_entry as host_metrics_entry
 
 
@@ -18,7 +19,7 @@ def _summarize_tasks(states: list[Any]) -> dict[str, Any]:
     tasks = sorted((s for s in states if s.array_task.isdigit()), key=lambda s: int(s.array_task))
     rest = next((s for s in states if not s.array_task.isdigit()), None)
     rows = [{"task": int(s.array_task), "job_id": s.job_id, "state": s.state, "reason": s.reason,
-             "exit_code": s.exit_code, "nodes": s.nodes} for s in tasks]
+             "exit_code": s.exit_code, "nodes": s.nodes, "start": s.start, "elapsed": s.elapsed} for s in tasks]
     bad = [r for r in rows if r["state"] != "COMPLETED"]
     if bad:
         state, reason = bad[0]["state"], bad[0]["reason"]
@@ -65,7 +66,7 @@ def job_states(manifest: dict[str, Any], arrays: tuple[str, ...] | None = None) 
         elif entries:
             s = entries[0]
             out[key] = {"job_id": jid, "state": s.state, "reason": s.reason, "exit_code": s.exit_code,
-                        "nodes": s.nodes}
+                        "nodes": s.nodes, "start": s.start, "elapsed": s.elapsed}
     return out
 
 
@@ -121,6 +122,8 @@ def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str
                     for r in manifest.get("resumes", []) or [] if isinstance(r, dict)],
         # per benchmark job and node: disk, CPU, memory and network while it ran (monitoring.host_metrics)
         "host_metrics": host_metrics_entry(run.path, manifest, states),
+        # other jobs on the benchmark jobs' nodes while they ran: a halved figure is never reported silently
+        "shared_nodes": _shared_nodes(manifest, states),
         **fields,
         "finalized": dt.datetime.now(dt.timezone.utc).isoformat(),
     }
@@ -134,6 +137,17 @@ def write_results(run: RunDirectory, manifest: dict[str, Any], reasons: list[str
     atomic_write_json(run.results_json, results)
     atomic_write_text(run.results_text, table(results))
     return results
+
+
+def _shared_nodes(manifest: dict[str, Any], states: dict[str, Any]) -> dict[str, Any]:
+    from mlps_slurm.slurm import get_backend
+    from mlps_slurm.steps.contention import shared_nodes
+
+    try:
+        backend = get_backend()
+    except Exception as exc:  # the report matters more than this check
+        return {"checked": False, "why": f"could not ask Slurm for other jobs on the run's nodes: {exc}", "jobs": []}
+    return shared_nodes(manifest, states, backend)
 
 
 OFFICIAL_CHECKER = "mlpstorage"
@@ -180,6 +194,7 @@ def verdict_lines(results: dict[str, Any]) -> list[str]:
         for f in results.get("rule_findings", []):
             lines.append(f"  {f['verdict']:<7} {f['rule_id']}: {f['message']}")
     lines += [f"  reason: {r}" for r in results.get("reasons", [])]
+    lines += shared_lines(results.get("shared_nodes"))
     lines += [f"  note: {n}" for n in results.get("notes", [])]
     for r in results.get("resumes", []) or []:
         again = ", ".join(f"{k} (tasks {','.join(map(str, t))})" if isinstance(t, list) else str(k)

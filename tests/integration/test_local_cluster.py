@@ -24,7 +24,6 @@ pytestmark = pytest.mark.slurm
 ROOT = Path(__file__).resolve().parents[2]
 TOOL = ROOT / "bin" / "mlps-local-cluster"
 NODES = ["n1", "n2", "n3", "n4"]
-CI_USER = "mlpsci"
 JOB_TIMEOUT = 60.0
 USABLE = {"idle", "mixed", "allocated", "completing"}
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL",
@@ -142,21 +141,6 @@ srun --mpi=pmix -N2 --ntasks-per-node=2 {shlex.quote(sys.executable)} -c {shlex.
     assert {r["size"] for r in rows} == {"4"}, output
     assert {r["sum"] for r in rows} == {"10"}, output
     assert Counter(r["node"] for r in rows) == {"n1": 2, "n2": 2}, output
-
-
-@pytest.fixture
-def ci_user() -> str:
-    if os.geteuid() != 0:
-        pytest.skip("needs root to create the CI user and submit as it")
-    try:
-        pwd.getpwnam(CI_USER)
-    except KeyError:
-        proc = run(["useradd", "--create-home", "--shell", "/bin/bash", CI_USER], check=False)
-        try:  # a concurrent run may have created it first, then useradd failing is fine
-            pwd.getpwnam(CI_USER)
-        except KeyError:
-            pytest.fail(f"useradd {CI_USER} failed: {proc.stderr}")
-    return CI_USER
 
 
 @pytest.fixture

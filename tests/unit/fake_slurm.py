@@ -18,6 +18,8 @@ class FakeSlurmBackend:
         self._next = 100
         self.given: dict[str, list[JobState]] = {}  # states a test sets; every other job is PENDING
         self.state_calls = 0
+        self.on_nodes: list[JobState] = []  # what jobs_on_nodes answers (the test filters nothing for it)
+        self.on_nodes_calls: list[tuple[list[str], str, str]] = []
 
     def ping(self) -> None:
         pass
@@ -43,3 +45,7 @@ class FakeSlurmBackend:
 
     def cancel(self, job_ids: list[str]) -> None:
         self.cancelled += job_ids
+
+    def jobs_on_nodes(self, nodes: list[str], start: str, end: str) -> list[JobState]:
+        self.on_nodes_calls.append((list(nodes), start, end))
+        return list(self.on_nodes)

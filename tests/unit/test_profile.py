@@ -18,7 +18,7 @@ def test_localhost_profile_resolves_with_defaults():
     assert p.get("slurm.account") is None  # schema default
     assert p.origins["slurm.account"] == "default"
     assert p.origins["slurm.partition"].endswith("localhost.yaml:7")
-    assert p.get("storage.results_dir") == f"/dev/shm/mlps-slurm/{getpass.getuser()}/runs"
+    assert p.get("storage.results_dir") == f"/dev/shm/mlps-slurm-{getpass.getuser()}/runs"
     assert p.get("storage.data_dir") == os.path.expanduser("~/mlps-slurm/data")
     assert set(p.values) == set(SCHEMA)
 

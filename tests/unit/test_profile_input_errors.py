@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from mlps_slurm.profile import ProfileError, load_profile
@@ -66,3 +69,17 @@ def test_shared_parents_of_a_per_user_results_directory_stay_open_to_other_users
     private.mkdir(mode=0o755)
     make_results_root(private / "a" / "b")
     assert st.S_IMODE((private / "a").stat().st_mode) != 0o1777
+
+
+def test_a_results_parent_another_user_owns_is_named_with_its_owner_and_mode(tmp_path, monkeypatch):
+    from mlps_slurm.rundir import make_results_root
+
+    theirs = tmp_path / "mlps-slurm"
+    theirs.mkdir(mode=0o755)
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if Path(p) == theirs else real_access(p, m))
+    with pytest.raises(PermissionError) as caught:
+        make_results_root(theirs / "bob" / "runs")
+    assert caught.value.filename == str(theirs)
+    assert "cannot create 'bob' here" in caught.value.strerror and "mode 0755" in caught.value.strerror
+    assert not (theirs / "bob").exists()
