@@ -237,7 +237,9 @@ def _suggest(key: str) -> str:
 
 def _parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
-        raise ProfileError(f"override {text!r} is not KEY=VALUE", source="-o", fix="write e.g. -o nodes.count=2")
+        # -o is --set everywhere; a user reaching for "output" gets pointed at -O
+        raise ProfileError(f"override {text!r} is not KEY=VALUE", source="-o",
+                           fix="write e.g. -o nodes.count=2 (-o is --set; an output path is -O/--output)")
     key, raw = text.split("=", 1)
     key = key.strip()
     if key not in SCHEMA:

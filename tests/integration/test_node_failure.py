@@ -87,6 +87,11 @@ def test_a_dead_node_fails_the_job_the_finalize_says_so_and_up_repairs_in_place(
         assert results["status"] == "failed" and results["verdict"] == "INVALID"
         assert any("NODE_FAIL" in r for r in results["reasons"]), results["reasons"]
         assert results["jobs"]["checkpointing"]["state"] == "NODE_FAIL"
+        # the checkpoint the journal proves complete is kept (for resume); the partial rest was removed
+        files = results["checkpoint_files"]
+        assert len(files["kept"]) >= 1 and files["kept"][0] == "ckpt_0", files
+        assert sorted(p.name for p in Path(files["dir"]).glob("ckpt_*")) == files["kept"]
+        assert "for `mlps-slurm resume`" in (run / "results" / "results.txt").read_text()
         last_id = max(int(j["job_id"]) for j in doc["jobs"])
     finally:
         repaired = subprocess.run([str(ROOT / "bin" / "mlps-local-cluster"), "up"], capture_output=True, text=True,

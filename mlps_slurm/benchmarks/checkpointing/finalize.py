@@ -6,7 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from mlps_slurm.benchmarks.checkpointing.cleanup import remove_partial
 from mlps_slurm.benchmarks.checkpointing.engine import EngineOutputError, load_results
+from mlps_slurm.benchmarks.checkpointing.journal import journal_path
 from mlps_slurm.benchmarks.checkpointing.report import table
 from mlps_slurm.rundir import RunDirectory, run_record
 from mlps_slurm.steps.outcome import job_states, preflight_reasons, write_results
@@ -17,7 +19,7 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
     request = run_record(manifest)
     states = job_states(manifest)
     reasons = preflight_reasons(run, states)
-    metrics = None
+    metrics, cleanup = None, None
     engine_output = Path(request["engine_output"])
     if engine_output.is_file():
         try:
@@ -28,6 +30,10 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
         bench = states.get("checkpointing", {})
         detail = f" (job {bench.get('job_id')} {bench.get('state')}: {bench.get('reason')})" if bench else ""
         reasons.append(f"the checkpointing engine left no output at {engine_output}{detail}")
+        if "checkpointing" in states:  # the engine was submitted, so it may have left files
+            cleanup = remove_partial(str(request.get("checkpoint_dir", "")), str(manifest["run_id"]),
+                                     journal_path(engine_output), bool(request.get("keep_files")),
+                                     bool((manifest.get("preflight") or {}).get("storage_shared", True)))
     bench = states.get("checkpointing", {})
     if metrics is not None and bench.get("state") not in (None, "COMPLETED", "UNKNOWN"):
         # The engine finished, then Slurm ended the job otherwise (a node declared dead, a time limit during the
@@ -46,5 +52,5 @@ def finalize(run: RunDirectory) -> tuple[dict[str, Any], str]:
             if count != request[key]:
                 reasons.append(f"{count} {phase} checkpoints recorded, {request[key]} planned")
     results = write_results(run, manifest, reasons, states, table, num_processes=request["num_processes"],
-                            metrics=metrics)
+                            metrics=metrics, checkpoint_files=cleanup)
     return results, table(results)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlps_slurm.benchmarks.checkpointing.cleanup import cleanup_lines
 from mlps_slurm.steps.outcome import verdict_lines
 
 
@@ -19,7 +20,7 @@ def table(results: dict[str, Any]) -> str:
     metrics = results.get("metrics")
     head = (f"run {results.get('run_id')}: checkpointing {results.get('model')}, "
             f"{results.get('num_processes')} ranks on {results.get('nodes')} node(s)")
-    lines = [head, *verdict_lines(results)]
+    lines = [head, *verdict_lines(results), *cleanup_lines(results.get("checkpoint_files"))]
     if not metrics:
         return "\n".join(lines) + "\n"
     lines.append("")
