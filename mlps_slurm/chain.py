@@ -7,6 +7,7 @@ after the preflight, afterany for finalize), so the user can log out.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 import time
 from pathlib import Path
@@ -199,13 +200,34 @@ def chain_status(run: RunDirectory, backend: SlurmBackend) -> ChainStatus:
     return ChainStatus(run, rows, tasks, progress)
 
 
+# --wait: Slurm is asked with backoff (WAIT_BACKOFF_S doubling up to WAIT_BACKOFF_MAX_S); between two asks only the
+# finalize's results.json is looked at (one stat every WATCH_RESULTS_S, no Slurm call); once it is written, Slurm is
+# asked every FINISH_POLL_S, FINISH_POLLS times, for the finalize's end.
+WAIT_BACKOFF_S, WAIT_BACKOFF_MAX_S = 1.0, 8.0
+WATCH_RESULTS_S = 0.2
+FINISH_POLL_S, FINISH_POLLS = 0.25, 8
+
+
+def _results_stamp(run: RunDirectory) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(run.results_json)
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
-                   on_change: Callable[[ChainStatus], None] | None = None) -> ChainStatus:
-    """Poll with backoff (1, 2, 4, 8 s): one squeue call per refresh for the whole chain; once the last job runs,
-    every second, so --wait returns soon after the finalize wrote the results (the 15 s cap it had left users
-    waiting 10-15 s for nothing)."""
-    deadline = time.monotonic() + timeout
-    delay, last = 1.0, None
+                   on_change: Callable[[ChainStatus], None] | None = None, *,
+                   clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> ChainStatus:
+    """Until every job of the chain has ended. One squeue call per refresh for the whole chain, with backoff (1, 2,
+    4, 8 s; every second while the finalize runs); between refreshes a stat of results.json: when the finalize
+    writes it, Slurm is asked every 0.25 s for a couple of seconds, so --wait returns within a second of the
+    finalize's end, without polling Slurm faster the rest of the time (the 8 s backoff alone had --wait return up
+    to 8 s after a short finalize, which it never saw RUNNING)."""
+    deadline = clock() + timeout
+    delay, last, fast = WAIT_BACKOFF_S, None, 0
+    stamp = _results_stamp(run)
     while True:
         status = chain_status(run, backend)
         summary = [(k, s.state if s else None) for k, _, s in status.jobs]
@@ -215,13 +237,23 @@ def wait_for_chain(run: RunDirectory, backend: SlurmBackend, timeout: float,
         if status.finished:
             # finalize writes results before it exits; nothing else to wait for
             return status
-        if time.monotonic() >= deadline:
+        if clock() >= deadline:
             raise TimeoutError(f"the chain of {run.run_id} did not finish within {timeout:.0f} s")
         final = status.jobs[-1][2] if status.jobs else None
         if final is not None and final.state in ("RUNNING", "COMPLETING"):
-            delay = 1.0
-        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-        delay = min(delay * 2, 8.0)
+            delay = min(delay, WAIT_BACKOFF_S)
+        if fast:
+            fast -= 1
+            sleep(min(FINISH_POLL_S, max(0.0, deadline - clock())))
+            continue
+        wake = min(clock() + delay, deadline)
+        while clock() < wake:
+            sleep(min(WATCH_RESULTS_S, max(0.0, wake - clock())))
+            now = _results_stamp(run)
+            if now != stamp:  # the finalize is writing its results: its end is near
+                stamp, fast = now, FINISH_POLLS
+                break
+        delay = min(delay * 2, WAIT_BACKOFF_MAX_S)
 
 
 def cancel_chain(run: RunDirectory, backend: SlurmBackend) -> list[str]:
@@ -238,6 +270,35 @@ def cancel_chain(run: RunDirectory, backend: SlurmBackend) -> list[str]:
         manifest["state"] = "cancelled"
     run.write_manifest(manifest)
     return [key for key, _ in live]
+
+
+def tidy_cancelled(run: RunDirectory, backend: SlurmBackend, timeout: float = 60.0,
+                   sleep: Callable[[float], None] = time.sleep) -> list[str]:
+    """After `cancel`: once every job has ended (so no rank still writes), let the run's benchmark remove the partial
+    data its cancelled jobs left on the storage under test; the lines to print. A suite's workloads each tidy their
+    own; a chain that does not end within `timeout` is left alone, and says so."""
+    from mlps_slurm import benchmarks
+    from mlps_slurm.plan_suite import SUITE
+
+    deadline = time.monotonic() + timeout
+    while not chain_status(run, backend).finished:
+        if time.monotonic() > deadline:
+            return [f"the jobs of {run.run_id} had not ended after {timeout:.0f} s; their partial files were left "
+                    "in place"]
+        sleep(1.0)
+    manifest = run.read_manifest()
+    runs = [run]
+    if manifest.get("benchmark") == SUITE:
+        runs = [RunDirectory(p) for p in sorted((run.path / "runs").glob("*")) if (p / "manifest.json").is_file()
+                and not p.is_symlink()]
+    lines = []
+    for member in runs:
+        try:
+            bench = benchmarks.get(member.read_manifest().get("benchmark"))
+        except benchmarks.UnknownBenchmark:
+            continue
+        lines += bench.tidy_unfinished(member)
+    return lines
 
 
 def describe_status(status: ChainStatus) -> str:

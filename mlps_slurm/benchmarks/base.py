@@ -222,6 +222,13 @@ class Benchmark:
         """The problems (each with its fix) in what the probe printed: plan.py's judge_probe(probe, info, python)."""
         return list(self.part("plan").judge_probe(probe, info, python))
 
+    def tidy_unfinished(self, run: "RunDirectory") -> list[str]:
+        """After `cancel`: remove the partial data the run's ended jobs left on the storage under test (cleanup.py's
+        tidy(run), where the benchmark has one); the lines to print."""
+        if not self.has_part("cleanup"):
+            return []
+        return self.part("cleanup").tidy(run)  # type: ignore[no-any-return]
+
     def suite_request(self, model: str, profile: "SiteProfile", settings: Mapping[str, Any]) -> Request:
         """The request of one workload of `submit all`: `settings` holds nodes, scale and the suite's options."""
         return self.part("plan").suite_request(model, profile, settings)  # type: ignore[no-any-return]

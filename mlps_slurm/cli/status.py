@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mlps_slurm.chain import STATUS_EXIT, cancel_chain, chain_status, describe_status, status_record
+from mlps_slurm.chain import STATUS_EXIT, cancel_chain, chain_status, describe_status, status_record, tidy_cancelled
 from mlps_slurm.profile import ProfileError, load_profile
 from mlps_slurm.rundir import ManifestError, RunDirectory, read_json, resolve_run
 from mlps_slurm.slurm import SlurmError, SlurmUnreachable, get_backend
@@ -116,7 +116,10 @@ def cancel_run(ref: str, profile_ref: str, overrides: list[str], as_json: bool) 
         root = Path(load_profile(profile_ref, overrides).get("storage.results_dir")) if not Path(ref).exists() \
             else None
         run = resolve_run(ref, root)
-        cancelled = cancel_chain(run, get_backend())
+        backend = get_backend()
+        cancelled = cancel_chain(run, backend)
+        # the partial data the cancelled jobs leave on the storage under test, once they have ended
+        tidied = tidy_cancelled(run, backend) if cancelled else []
     except SlurmUnreachable as exc:
         _error(str(exc))
         return EXIT_SLURM
@@ -124,9 +127,12 @@ def cancel_run(ref: str, profile_ref: str, overrides: list[str], as_json: bool) 
         _error(str(exc))
         return EXIT_USAGE
     if as_json:
-        click.echo(json.dumps({"run_id": run.run_id, "run_dir": str(run.path), "cancelled": cancelled}, indent=1))
+        click.echo(json.dumps({"run_id": run.run_id, "run_dir": str(run.path), "cancelled": cancelled,
+                               "tidied": tidied}, indent=1))
     elif cancelled:
         click.echo(f"cancelled {', '.join(cancelled)} of {run.run_id}; recorded in {run.manifest_path}")
+        for line in tidied:
+            click.echo(f"  {line}")
     else:
         click.echo(f"nothing to cancel: every job of {run.run_id} has ended")
     return 0

@@ -65,3 +65,39 @@ def test_a_hostile_manifest_directory_is_never_touched(tmp_path):
     (directory / "ckpt_7").symlink_to(elsewhere)
     entry = remove_partial(str(directory), RUN, tmp_path / "no-journal", keep_files=False)
     assert entry["removed"] == [] and (elsewhere / "ckpt_0").is_dir()
+
+
+def test_cancel_tidies_once_every_job_has_ended(tmp_path):
+    """`cancel`'s tidy (FakeSlurmBackend): it waits for the jobs to end, then removes the partial checkpoint."""
+    from mlps_slurm.benchmarks.checkpointing.journal import journal_path
+    from mlps_slurm.chain import submit_chain, tidy_cancelled
+    from mlps_slurm.rundir import run_record
+    from mlps_slurm.slurm import JobState
+    from tests.unit.fake_slurm import FakeSlurmBackend
+    from tests.unit.test_chain_fake_slurm import make_run
+
+    run = make_run(tmp_path)
+    backend = FakeSlurmBackend()
+    ids = submit_chain(run, backend)
+    request = run_record(run.read_manifest())
+    directory = Path(request["checkpoint_dir"])
+    for i in range(3):
+        (directory / f"ckpt_{i}").mkdir(parents=True)
+    journal_file = journal_path(Path(request["engine_output"]))
+    journal_file.parent.mkdir(parents=True, exist_ok=True)
+    journal(journal_file, [0])
+    naps = []
+
+    def nap(seconds):  # the jobs end while cancel waits
+        naps.append(seconds)
+        backend.given.update({jid: [JobState(jid, key, "CANCELLED", "None")] for key, jid in ids.items()})
+
+    lines = tidy_cancelled(run, backend, sleep=nap)
+    assert naps == [1.0]
+    assert sorted(p.name for p in directory.iterdir()) == ["ckpt_0"]
+    assert any("removed 2 incomplete" in line for line in lines) and any("kept 1 complete" in line for line in lines)
+    # a chain that never ends within the timeout is left alone
+    backend.given.clear()
+    (directory / "ckpt_1").mkdir()
+    lines = tidy_cancelled(run, backend, timeout=0, sleep=lambda s: None)
+    assert "had not ended" in lines[0] and (directory / "ckpt_1").is_dir()

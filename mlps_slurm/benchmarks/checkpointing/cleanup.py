@@ -95,3 +95,19 @@ def cleanup_lines(entry: dict[str, Any] | None) -> list[str]:
     if entry.get("note"):
         lines.append(f"  note: {entry['note']}")
     return lines
+
+
+def tidy(run: Any) -> list[str]:
+    """After `cancel` (every job ended): what remove_partial did for this run, as lines to print."""
+    from mlps_slurm.benchmarks.checkpointing.journal import journal_path
+    from mlps_slurm.rundir import run_record
+
+    manifest = run.read_manifest()
+    request = run_record(manifest)
+    engine_output = Path(str(request.get("engine_output", "")))
+    if not request.get("checkpoint_dir") or engine_output.is_file():
+        return []  # never planned, or the engine finished and removed its own files
+    entry = remove_partial(str(request["checkpoint_dir"]), str(manifest.get("run_id")), journal_path(engine_output),
+                           bool(request.get("keep_files")),
+                           bool((manifest.get("preflight") or {}).get("storage_shared", True)))
+    return [line.strip().removeprefix("note: ") for line in cleanup_lines(entry)]
