@@ -20,9 +20,9 @@ results.txt is the finalize's last file. Consecutive points, summing to the wall
 
 Targets (issue 16 item 10): overhead = wall - engine <= 5 s + 1 % of engine; --wait returns within 1 s of the
 finalize's end. The finalize's end lies after results.txt and after its EndTime (truncated), so --wait's return minus
-either is an upper bound of its latency; the better bound is judged, and Slurm's own gaps are printed too. Medians of N runs
-(others may be running chains on the same cluster: the per-run lines show the noise). Prints only; exits 0 when a
-target is missed, non-zero only on an error.
+either is an upper bound of its latency; the better bound is judged, and Slurm's own gaps are printed too. Medians of
+N runs (others may be running chains on the same cluster: the per-run lines show the noise). Prints only; exits 0
+when a target is missed, non-zero only on an error.
 
     .venv/bin/python perf/orchestration_overhead.py [--runs 3] [--scale 0.002] [--workdir DIR] [--keep]
 
