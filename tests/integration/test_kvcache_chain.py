@@ -30,9 +30,10 @@ def dirs(tmp_path):
     shutil.rmtree(results, ignore_errors=True)
 
 
-def submit(results: Path, cache: Path, *extra: str, timeout: float = 600) -> subprocess.Popen:
+def submit(results: Path, cache: Path, *extra: str, timeout: float = 600, duration: int = 20) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mlps_slurm", "submit", "kvcache", "--duration", "20", "--trials", "1", "-N", "2",
+        [sys.executable, "-m", "mlps_slurm", "submit", "kvcache", "--duration", str(duration), "--trials", "1",
+         "-N", "2",
          "-a", "2", "--users", "4", "--inter-option-delay", "0", "--results-dir", str(results),
          "-o", f"storage.kvcache_dir={cache}", "--wait", "--timeout", str(timeout), *extra],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -45,7 +46,7 @@ def the_run(results: Path) -> Path:
 
 def test_three_options_write_and_read_real_files_and_aggregate(dirs):
     results, cache = dirs
-    proc = submit(results, cache, "--keep-cache")
+    proc = submit(results, cache, "--keep-cache", duration=8)  # three 8 s windows: enough entries reach storage
     out, err = proc.communicate(timeout=700)
     assert proc.returncode == 0, out + err
     run = the_run(results)

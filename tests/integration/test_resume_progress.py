@@ -88,7 +88,7 @@ def test_progress_advances_and_a_resumed_checkpointing_job_keeps_its_completed_c
 def test_cancel_then_resume_runs_only_what_did_not_complete(results_dir, tmp_path):
     data = tmp_path / "data"  # not on /dev/shm: the rules want data and results on different filesystems
     proc = cli("submit", "training", "--model", "unet3d", "--accelerator", "b200", "--accelerators-per-node", "1",
-               "--nodes", "2", "--scale", "0.024", "--param", "dataset.record_length=262144",
+               "--nodes", "2", "--scale", "0.004", "--param", "dataset.record_length=262144",
                "--param", "dataset.record_length_stdev=65536", "--allow-invalid", "--results-dir", str(results_dir),
                "-o", f"storage.data_dir={data}", "--json")
     assert proc.returncode == 0, proc.stderr

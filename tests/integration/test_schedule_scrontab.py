@@ -46,12 +46,12 @@ def test_a_scrontab_entry_fires_skips_while_active_and_prunes(dirs):
     name = f"itest-{os.getpid()}"
     # Once, at the next whole minute (two if that is too close): no second firing races the test.
     at = dt.datetime.now() + dt.timedelta(minutes=1 if dt.datetime.now().second < 45 else 2)
-    other = cli("render", "checkpointing", "--model", "llama3-8b", "--scale", "0.002", "--results-dir", str(results),
+    other = cli("render", "checkpointing", "--model", "llama3-8b", "--scale", "0.0005", "--results-dir", str(results),
                 "--json", env=env)
     assert other.returncode == 0, other.stderr
     other_run = Path(json.loads(other.stdout)["run_dir"])  # same results directory, not the schedule's
     added = cli("schedule", "add", name, "--cron", f"{at.minute} {at.hour} * * *", "--keep", "1", "--",
-                "submit", "checkpointing", "--model", "llama3-8b", "--scale", "0.002",
+                "submit", "checkpointing", "--model", "llama3-8b", "--scale", "0.0005",
                 "--seconds-between-checkpoints", "1", "--results-dir", str(results), env=env)
     assert added.returncode == 0, added.stderr
     try:
