@@ -294,5 +294,8 @@ def resolve_run(ref: str, results_root: Path | None = None) -> RunDirectory:
                                   "another user: ask them, or read it as a user who may") from None
         if found:
             return rd
+        if rd.manifest_path.exists() or rd.manifest_path.is_symlink():  # there, but not a regular file
+            raise OSError(f"{rd.manifest_path}: not a regular file (a directory or a dangling link where the run's "
+                          "manifest belongs); the run directory is damaged")
     where = " or ".join(str(c) for c in candidates)
     raise FileNotFoundError(f"no run directory at {where}")

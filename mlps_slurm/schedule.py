@@ -115,6 +115,8 @@ def load(state: Path, name: str) -> Schedule:
     path = schedule_dir(state, name) / SPEC
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON {type(data).__name__}, not an object")
         if data.get("schema") != SPEC_SCHEMA:
             raise ValueError(f"schema {data.get('schema')!r}, expected {SPEC_SCHEMA!r}")
         spec = Schedule(**{k: data[k] for k in Schedule.__dataclass_fields__ if k in data})

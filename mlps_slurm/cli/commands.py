@@ -250,9 +250,12 @@ def show_status(ref: str, profile_ref: str, overrides: list[str], wait: bool, ti
     return 0
 
 
-def show_profile(name: str, overrides: list[str], resolved: bool, origin: bool) -> int:
-    from mlps_slurm.profile.loader import resolve_reference
+def show_profile(name: str | None, overrides: list[str], resolved: bool, origin: bool) -> int:
+    from mlps_slurm.profile.loader import default_profile_choice, resolve_reference
 
+    if name is None:
+        name, why = default_profile_choice()
+        click.echo(f"mlps-slurm: the profile in force without --profile is {name!r}: {why}", err=True)
     try:
         if not resolved:
             click.echo(resolve_reference(name).read_text(), nl=False)

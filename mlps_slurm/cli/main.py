@@ -206,13 +206,14 @@ def profiles_list() -> None:
 
 
 @profiles.command("show")
-@click.argument("name", default="localhost")
+@click.argument("name", required=False)
 @click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one profile value, e.g. -o nodes.count=2 (repeatable).")
 @click.option("--resolved", is_flag=True, help="Print every resolved value (defaults included) instead of the file.")
 @click.option("--origin", is_flag=True, help="With --resolved: also say where each value came from.")
-def profiles_show(name: str, overrides: tuple[str, ...], resolved: bool, origin: bool) -> None:
-    """Print profile NAME (a name or a path): the file, or with --resolved every value."""
+def profiles_show(name: str | None, overrides: tuple[str, ...], resolved: bool, origin: bool) -> None:
+    """Print profile NAME (a name or a path): the file, or with --resolved every value. Without NAME, the profile
+    in force without --profile, and why (on stderr)."""
     from mlps_slurm.cli.commands import show_profile
 
     sys.exit(show_profile(name, list(overrides), resolved or origin or bool(overrides), origin))

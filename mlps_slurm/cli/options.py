@@ -24,7 +24,7 @@ def default_profile() -> str:
 def profile_options(f: Any) -> Any:
     return apply([
         click.option("--profile", "profile_ref", default=default_profile, metavar="NAME|PATH",
-                     show_default="$MLPS_PROFILE, else a profile named 'default', else localhost",
+                     show_default="$MLPS_SLURM_PROFILE, else a profile named 'default', else localhost",
                      help="Site profile by name (see `mlps-slurm profiles list`) or path to a YAML file."),
         click.option("-o", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
                      help="Override one profile value, e.g. -o nodes.count=2 (repeatable)."),

@@ -20,7 +20,7 @@ from mlps_slurm.cli.options import default_profile
 @click.option("--state-dir", type=click.Path(file_okay=False), default=None,
               help="Where the schedules live (default: $MLPS_STATE_DIR, else ~/.local/state/mlps-slurm).")
 @click.option("--profile", "profile_ref", default=default_profile, metavar="NAME|PATH",
-              show_default="$MLPS_PROFILE, else a profile named 'default', else localhost",
+              show_default="$MLPS_SLURM_PROFILE, else a profile named 'default', else localhost",
               help="Site profile by name or path (its storage.results_dir finds a run given by id).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override one profile value (repeatable; -o is the output here).")

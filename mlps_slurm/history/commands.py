@@ -8,6 +8,8 @@ results directory that it does not hold yet (or whose results.json changed) are 
 
 from __future__ import annotations
 
+import os
+
 import json
 import re
 import statistics
@@ -201,7 +203,9 @@ def ingest_runs(paths: Sequence[str], profile_ref: str, overrides: Sequence[str]
         where = Where(profile_ref, overrides, db, scan_runs=False)
         targets: list[Path] = []
         for p in [Path(p) for p in paths] or [where.root]:
-            targets += [p] if (p / "manifest.json").is_file() or not p.is_dir() else list(run_directories(p))
+            # a manifest.json of any kind (a damaged one too) makes it a run, reported as such, never a parent
+            is_run = os.path.lexists(p / "manifest.json") or not p.is_dir()
+            targets += [p] if is_run else list(run_directories(p))
         failed = recorded = 0
         for path in targets:
             try:

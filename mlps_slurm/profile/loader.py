@@ -90,16 +90,28 @@ def search_dirs() -> list[Path]:
     return [site_profiles_dir(), SYSTEM_PROFILES, Path(xdg) / "mlps-slurm" / "site_profiles"]
 
 
-DEFAULT_HELP = "$MLPS_PROFILE, else a profile named 'default' (e.g. /etc/mlps-slurm/site_profiles/default.yaml), " \
-               "else localhost"
+DEFAULT_HELP = "$MLPS_SLURM_PROFILE, else a profile named 'default' (e.g. " \
+               "/etc/mlps-slurm/site_profiles/default.yaml), else localhost"
+# Read in this order: the documented name, then the older one still in users' shell profiles.
+PROFILE_VARIABLES = ("MLPS_SLURM_PROFILE", "MLPS_PROFILE")
+
+
+def default_profile_choice(env: Mapping[str, str] = os.environ) -> tuple[str, str]:
+    """The profile used without --profile, and why: $MLPS_SLURM_PROFILE, else one named "default" in the search
+    directories (a site installs /etc/mlps-slurm/site_profiles/default.yaml, usually `extends: <its profile>`),
+    else localhost."""
+    for variable in PROFILE_VARIABLES:
+        if env.get(variable):
+            return env[variable], f"${variable} is set"
+    known = list_profiles()
+    if "default" in known:
+        return "default", f"the site default {known['default']}"
+    return "localhost", "no $MLPS_SLURM_PROFILE and no profile named 'default' (e.g. " \
+                        "/etc/mlps-slurm/site_profiles/default.yaml)"
 
 
 def default_profile_ref(env: Mapping[str, str] = os.environ) -> str:
-    """The profile used without --profile: $MLPS_PROFILE, else one named "default" in the search directories (a
-    site installs /etc/mlps-slurm/site_profiles/default.yaml, usually `extends: <its profile>`), else localhost."""
-    if env.get("MLPS_PROFILE"):
-        return env["MLPS_PROFILE"]
-    return "default" if "default" in list_profiles() else "localhost"
+    return default_profile_choice(env)[0]
 
 
 def list_profiles() -> dict[str, Path]:

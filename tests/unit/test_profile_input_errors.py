@@ -83,3 +83,26 @@ def test_a_results_parent_another_user_owns_is_named_with_its_owner_and_mode(tmp
     assert caught.value.filename == str(theirs)
     assert "cannot create 'bob' here" in caught.value.strerror and "mode 0755" in caught.value.strerror
     assert not (theirs / "bob").exists()
+
+
+def test_the_site_default_is_chosen_and_explained(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from mlps_slurm.cli.main import main
+    from mlps_slurm.profile.loader import default_profile_choice
+
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg"))
+    assert default_profile_choice({})[0] == "localhost"
+    assert default_profile_choice({"MLPS_SLURM_PROFILE": "gpu-pyxis", "MLPS_PROFILE": "x"}) == \
+        ("gpu-pyxis", "$MLPS_SLURM_PROFILE is set")
+    assert default_profile_choice({"MLPS_PROFILE": "generic-cpu"})[0] == "generic-cpu"  # the older name
+    site = tmp_path / "xdg" / "mlps-slurm" / "site_profiles"
+    site.mkdir(parents=True)
+    (site / "default.yaml").write_text("extends: gpu-pyxis\n")
+    ref, why = default_profile_choice({})
+    assert ref == "default" and str(site / "default.yaml") in why
+    monkeypatch.delenv("MLPS_SLURM_PROFILE", raising=False)
+    monkeypatch.delenv("MLPS_PROFILE", raising=False)
+    result = CliRunner().invoke(main, ["profiles", "show"])
+    assert result.exit_code == 0 and "extends: gpu-pyxis" in result.stdout
+    assert "the profile in force without --profile is 'default'" in result.stderr
