@@ -147,6 +147,10 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
         raise PlanError("--param: " + "; ".join(problems))
 
     memory, memory_source = _memory(request, profile)
+    if request.skip_preflight and memory is None:
+        # Without the preflight nothing measures the clients' memory, which sizes the dataset (5 x memory rule).
+        raise PlanError("--skip-preflight: the dataset is sized from the clients' memory, which only the preflight "
+                        "measures; set nodes.memory_gb in the profile (or -o nodes.memory_gb=GIB)")
     size, w_eff = _size(request, w, params, config, accelerators, nodes, memory)
     user_folder = next((p.text for p in params if p.key == "dataset.data_folder"), None)
     dataset_dir = user_folder or (f"{data_root}/{w.model}/{dataset_id(config, size.num_files)}"
@@ -161,6 +165,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     launch = launcher_argv(profile, accelerators, run_dir)
     bench_sbatch = [f"--nodes={nodes}", f"--ntasks={accelerators}", f"--ntasks-per-node={per_node}"]
 
+    validated = not request.skip_preflight
     preflight = preflight_job(profile, run_dir, python, nodes, base)
     # In the DLIO jobs one failed rank (killed by the OOM killer, say) ends the whole step (srun -K) instead of
     # leaving the others waiting in a collective until the time limit. Not in the preflight: there every node's
@@ -170,8 +175,8 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
         key="datagen",
         template="datagen.sbatch.j2",
         sbatch=tuple(sbatch_directives(profile, run_dir, "datagen", "datagen", benchmark_job=True) + bench_sbatch),
-        dependencies=(("afterok", ("preflight",)),),
-        pin_to_preflight=True,
+        dependencies=(("afterok", ("preflight",)),) if validated else (),
+        pin_to_preflight=validated,
         outputs=(f"{raw_relpath('training', w.model)}/datagen", *host_metrics_outputs(profile, "datagen")),
         context={**base, "env": engine_env, "raw_dir": raw,
                  "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "datagen"),
@@ -186,7 +191,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
         sbatch=tuple(sbatch_directives(profile, run_dir, "run", "run", benchmark_job=True) + bench_sbatch
                      + [f"--array=0-{cat.RUNS - 1}%1"]),
         dependencies=(("afterok", ("datagen",)),),
-        pin_to_preflight=True,
+        pin_to_preflight=validated,
         outputs=(f"{raw_relpath('training', w.model)}/run/{{task}}", *host_metrics_outputs(profile, "run", True)),
         context={**base, "env": engine_env, "runs": cat.RUNS, "output_root": f"{raw}/run",
                  "host_metrics": host_metrics_command(profile, run_dir, python, nodes, "run", array=True),
@@ -197,8 +202,12 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
                  # A failed run breaks the 6 consecutive runs the rules need: the runs still pending are moot.
                  "cancel_pending": ["scancel", "--state=PENDING", ShellRef("SLURM_ARRAY_JOB_ID")]},
     )
-    jobs = with_site_args((preflight, datagen, run,
-                           finalize_job(profile, run_dir, python, base, ("preflight", "datagen", "run"))), profile)
+    if validated:
+        chain = (preflight, datagen, run, finalize_job(profile, run_dir, python, base, ("preflight", "datagen", "run")))
+    else:
+        chain = (datagen, run, finalize_job(profile, run_dir, python, base, ("datagen", "run")))
+        notes.append("--skip-preflight: the nodes were not validated; the run is recorded as unvalidated")
+    jobs = with_site_args(chain, profile)
 
     # The preflight checks where the dataset will live (writable from every node, free space, its filesystem).
     storage = [("data_dir", user_folder or data_root, 0 if request.reuse_data else size.total_bytes)]
@@ -219,7 +228,7 @@ def plan(request: TrainingRequest, profile: SiteProfile, *, run_id: str, run_dir
     # The request as it will run (every default settled here, once); what planning derived goes to settings.
     request = replace(request, nodes=nodes, accelerators_per_node=per_node, client_memory_gb=memory)
     settings = {
-        "num_accelerators": accelerators, "memory_source": memory_source,
+        "validated": validated, "num_accelerators": accelerators, "memory_source": memory_source,
         "num_files_train": size.num_files, "num_subfolders_train": int(config["dataset"]["num_subfolders_train"]),
         "param_values": {p.key: p.text for p in params}, "params_verdict": params_verdict(params),
         "runs": cat.RUNS, "data_dir": user_folder or data_root, "dataset_dir": dataset_dir,

@@ -40,9 +40,10 @@ class TrainingRequest(Request):
     verify_lockfile: str | None = option(None, "--verify-lockfile", existing_file=True,
                                          help="Lockfile (mlps-slurm lockfile generate) that every node's packages "
                                               "must match.")
+    skip_preflight: bool = option(False, "--skip-preflight",
+                                  help="Run without validating the nodes first (needs the clients' memory in "
+                                       "nodes.memory_gb); the run is recorded as unvalidated (not submittable).")
     # GiB per client node; None: the profile's nodes.memory_gb, else the preflight's measurement (datagen job).
-    # (No --skip-preflight for training: the datagen sizes the dataset from the preflight's memory facts, and
-    # the rules want the dataset and results on filesystems the preflight checked.)
     client_memory_gb: float | None = option(None, min=0, min_open=True)
 
 
