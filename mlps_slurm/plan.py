@@ -274,13 +274,7 @@ def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
 def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
                   base: dict[str, Any]) -> JobSpec:
     """One task per node checks it, a collective checks MPI, gather decides; on success the benchmark jobs are
-    pinned to the validated nodes (the ids come from pin-jobs.txt, written by the submitter). Where the launcher can
-    share the allocation with a running step (srun --overlap) the MPI check runs beside the node checks: its MPI
-    start-up was most of the preflight's time (1.1 of 1.7 s on the local cluster)."""
-    from mlps_slurm import launchers
-
-    mpi_prefix = launcher_argv(profile, nodes, run_dir)
-    alongside = launchers.get(profile.get("launcher.kind")).alongside(mpi_prefix)
+    pinned to the validated nodes (the ids come from pin-jobs.txt, written by the submitter)."""
     return JobSpec(
         key="preflight",
         template="preflight.sbatch.j2",
@@ -289,13 +283,10 @@ def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
         dependencies=(),
         outputs=("preflight",),
         context={**base,
-                 # both steps --overlap, so neither waits for the other whichever srun reaches slurmctld first
                  "node_check": per_node_command(profile, run_dir, nodes, [
-                     python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir],
-                     ("--overlap",) if alongside else ()),
-                 "mpi_check": [*(alongside or mpi_prefix), python, "-m", "mlps_slurm.steps.preflight", "mpi",
-                               "--run-dir", run_dir],
-                 "mpi_alongside": alongside is not None,
+                     python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
+                 "mpi_check": [*launcher_argv(profile, nodes, run_dir), python, "-m", "mlps_slurm.steps.preflight",
+                               "mpi", "--run-dir", run_dir],
                  "gather": batch_host_command(profile, run_dir, [
                      python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir,
                      "--expected-nodes", ShellRef("SLURM_JOB_NODELIST")]),

@@ -34,11 +34,6 @@ class Launcher(abc.ABC):
         """What the preflight must find on every node for this launcher."""
         return []
 
-    def alongside(self, prefix: list[str]) -> list[str] | None:
-        """`prefix` (from launch_prefix) for a step that runs at the same time as another step of the allocation,
-        sharing its CPUs; None when this launcher cannot (the caller then runs the steps one after the other)."""
-        return None
-
     def problems(self, values: Settings) -> list[Problem]:
         """Profile values that cannot work with this launcher: (key, problem, fix, the keys involved)."""
         return []
@@ -68,9 +63,6 @@ class Srun(Launcher):
 
     def executables(self, profile: Settings) -> list[str]:
         return ["srun"]
-
-    def alongside(self, prefix: list[str]) -> list[str] | None:
-        return [prefix[0], "--overlap", *prefix[1:]]  # srun's own way to share the allocation with a running step
 
 
 @register_launcher("mpirun")
