@@ -167,12 +167,3 @@ def test_a_registered_launcher_is_accepted_by_the_profile_schema(aprun):
 def test_a_launcher_is_refused_once_unregistered():
     with pytest.raises(ProfileError, match="launcher.kind: must be one of srun, mpirun, got 'aprun'"):
         load_profile("localhost", ["launcher.kind=aprun"])
-
-
-def test_only_srun_runs_a_step_alongside_another():
-    """The preflight's MPI check shares the allocation with the node checks only where srun --overlap can say so."""
-    from mlps_slurm import launchers
-
-    prefix = ["srun", "--mpi=pmix", "--ntasks=4"]
-    assert launchers.get("srun").alongside(prefix) == ["srun", "--overlap", "--mpi=pmix", "--ntasks=4"]
-    assert launchers.get("mpirun").alongside(["mpirun", "-np", "4"]) is None
