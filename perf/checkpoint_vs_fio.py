@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from kvcache_vs_fio import fstype  # noqa: E402
+from kvcache_vs_fio import storage_under_test  # noqa: E402
 
 MIB = 1 << 20
 LOW, HIGH = 0.8, 1.25
@@ -135,13 +135,9 @@ def main() -> int:
         if shutil.which(tool) is None:
             print(f"{tool} is not installed: {hint}, then run this again", file=sys.stderr)
             return 2
-    created = not args.dir.exists()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    kind = fstype(args.dir)
-    if kind in ("tmpfs", "ramfs"):
-        print(f"{args.dir} is on {kind}: that measures memory, not storage; give --dir on a disk", file=sys.stderr)
-        if created:
-            args.dir.rmdir()
+    created = not args.dir.exists()  # removed at the end when this run made it and left it empty
+    kind = storage_under_test(args.dir)
+    if kind is None:
         return 2
     version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
     print(f"llama3-8b, {args.ranks} ranks on this node, scale {args.scale:g}, {args.writes} writes + {args.reads} "

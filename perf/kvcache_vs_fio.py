@@ -61,6 +61,20 @@ def fstype(path: Path) -> str:
     return kind
 
 
+def storage_under_test(directory: Path) -> str | None:
+    """Create `directory` if needed and return its filesystem type; None (after saying why, and removing what this
+    made) when it is memory, which would measure RAM instead of storage."""
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    kind = fstype(directory)
+    if kind in ("tmpfs", "ramfs"):
+        print(f"{directory} is on {kind}: that measures memory, not storage; give --dir on a disk", file=sys.stderr)
+        if created:
+            directory.rmdir()
+        return None
+    return kind
+
+
 def run_engine(args: argparse.Namespace, scratch: Path) -> tuple[dict, list[int], float]:
     """One engine rank; (its results, the sizes of the files it left, process seconds). The files are removed."""
     out, cache = scratch / "out", scratch / "cache"
@@ -233,13 +247,9 @@ def main() -> int:
         print("fio is not installed: install it with `apt-get install -y fio` (Debian/Ubuntu; `dnf install fio` on "
               "RHEL-likes), then run this again", file=sys.stderr)
         return 2
-    created = not args.dir.exists()
-    args.dir.mkdir(parents=True, exist_ok=True)
-    kind = fstype(args.dir)
-    if kind in ("tmpfs", "ramfs"):
-        print(f"{args.dir} is on {kind}: that measures memory, not storage; give --dir on a disk", file=sys.stderr)
-        if created:
-            args.dir.rmdir()
+    created = not args.dir.exists()  # removed at the end when this run made it and left it empty
+    kind = storage_under_test(args.dir)
+    if kind is None:
         return 2
     version = subprocess.run(["fio", "--version"], capture_output=True, text=True).stdout.strip()
     print(f"option 1 ({OPTION.model}), {args.users} users, {args.duration:g} s window, max-concurrent-allocs "
