@@ -4,19 +4,28 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.mlps-installed
 
-.PHONY: setup cluster cluster-down browser demo test unit clean
+.PHONY: setup bytecode cluster cluster-down browser demo test unit clean
 
 # One set-up path for Python: the project venv with the package, the engines' dependencies and the test tools,
 # all pinned (requirements/). Jobs on the compute nodes run this same interpreter (the profile's
 # environment.python defaults to the interpreter running mlps-slurm).
+# editable_mode=compat: a plain path in a .pth file. setuptools' default editable finder is imported by every
+# Python that starts in the venv (56 ms each; a chain starts dozens, 12 at once for the demo's engine step).
+EDITABLE := --config-settings editable_mode=compat
 setup: $(STAMP)
 $(STAMP): requirements/jobs.txt requirements/nodeps.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements/jobs.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -r requirements/nodeps.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . \
-	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e . $(EDITABLE) \
+	  || $(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e . $(EDITABLE)
 	touch $@
+
+# The package's bytecode, current: pip compiles a regular install, not an editable one, and where
+# PYTHONDONTWRITEBYTECODE is set (this machine and CI) every Python a job starts would compile mlps_slurm again
+# (0.2 s of a preflight node check's 0.4 s start). Only changed modules are compiled.
+bytecode: setup
+	$(PY) -m compileall -q mlps_slurm
 
 # A real Slurm 22.05 cluster on this machine (4 emulated nodes); installs its Debian packages when missing.
 cluster:
@@ -26,7 +35,7 @@ cluster-down:
 	bin/mlps-local-cluster down
 
 DEMO_SCALE ?= 0.002
-demo: setup cluster
+demo: bytecode cluster
 	$(VENV)/bin/mlps-slurm submit checkpointing --model llama3-8b --scale $(DEMO_SCALE) \
 	  --seconds-between-checkpoints 0 --wait --timeout 900
 
@@ -39,10 +48,10 @@ browser:
 	  && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 -qq install -y --no-install-recommends \
 	     chromium >/dev/null; } || echo "warning: no chromium: the report's browser test is skipped"
 
-test: setup cluster browser
+test: bytecode cluster browser
 	$(PY) -m pytest -q tests
 
-unit: setup
+unit: bytecode
 	$(PY) -m pytest -q tests/unit
 
 clean:

@@ -274,7 +274,13 @@ def preflight_requirements(profile: SiteProfile, run_dir: str, python: str,
 def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
                   base: dict[str, Any]) -> JobSpec:
     """One task per node checks it, a collective checks MPI, gather decides; on success the benchmark jobs are
-    pinned to the validated nodes (the ids come from pin-jobs.txt, written by the submitter)."""
+    pinned to the validated nodes (the ids come from pin-jobs.txt, written by the submitter). When the launcher
+    can start one task per node (srun), the node checks and the collective share one step: MPI starts once."""
+    from mlps_slurm import containers, launchers
+
+    node_argv = [python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]
+    together = launchers.get(profile.get("launcher.kind")).per_node_prefix(
+        profile, nodes, containers.get(profile.get("container.runtime")), run_dir)
     return JobSpec(
         key="preflight",
         template="preflight.sbatch.j2",
@@ -283,8 +289,8 @@ def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
         dependencies=(),
         outputs=("preflight",),
         context={**base,
-                 "node_check": per_node_command(profile, run_dir, nodes, [
-                     python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]),
+                 "node_check": per_node_command(profile, run_dir, nodes, node_argv),
+                 "node_and_mpi_check": [*together, *node_argv[:4], "--then-mpi", *node_argv[4:]] if together else None,
                  "mpi_check": [*launcher_argv(profile, nodes, run_dir), python, "-m", "mlps_slurm.steps.preflight",
                                "mpi", "--run-dir", run_dir],
                  "gather": batch_host_command(profile, run_dir, [

@@ -29,12 +29,14 @@ class RuntimeFailed(Exception):
 
 def run(probe: EngineProbe, python: str, wrap: Callable[[list[str]], list[str]] | None = None,
         runtime: containers.ContainerRuntime | None = None, where: str = "",
-        timeout: float = TIMEOUT_S) -> list[str]:
+        timeout: float = TIMEOUT_S, env: dict[str, str] | None = None) -> list[str]:
     """The probe's problems (each with its fix); empty when the engine can run. `wrap` turns the probe's command
-    into the one that runs it (inside the image); `where` ends the messages (" in the image X")."""
+    into the one that runs it (inside the image); `where` ends the messages (" in the image X"); `env` replaces
+    the environment it runs with."""
     argv = [python, "-c", probe.code, *probe.args]
     try:
-        proc = subprocess.run(wrap(argv) if wrap else argv, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(wrap(argv) if wrap else argv, capture_output=True, text=True, timeout=timeout,
+                              env=env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return [f"cannot run the jobs' Python {python}{where} to probe the {probe.benchmark} engine: {exc}; set "
                 "environment.python in the profile to a working interpreter"]

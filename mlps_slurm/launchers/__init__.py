@@ -34,6 +34,13 @@ class Launcher(abc.ABC):
         """What the preflight must find on every node for this launcher."""
         return []
 
+    def per_node_prefix(self, profile: Settings, nodes: int, container: ContainerRuntime,
+                        run_dir: str) -> list[str] | None:
+        """The words that start one task on each of `nodes` nodes the way the benchmark starts its ranks, so the
+        preflight's node checks and its MPI check can share one step (MPI starts once); None when the launcher
+        places tasks itself (mpirun): then the node checks are an srun step of their own before the MPI check."""
+        return None
+
     def problems(self, values: Settings) -> list[Problem]:
         """Profile values that cannot work with this launcher: (key, problem, fix, the keys involved)."""
         return []
@@ -63,6 +70,13 @@ class Srun(Launcher):
 
     def executables(self, profile: Settings) -> list[str]:
         return ["srun"]
+
+    def per_node_prefix(self, profile: Settings, nodes: int, container: ContainerRuntime,
+                        run_dir: str) -> list[str] | None:
+        # --kill-on-bad-exit: a task that dies before MPI_Init would leave the others waiting in its fence.
+        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--nodes={nodes}", f"--ntasks={nodes}",
+                "--ntasks-per-node=1", "--kill-on-bad-exit=1", *profile.get("launcher.extra_args"),
+                *container.srun_options(profile, run_dir), *container.exec_prefix(profile, run_dir)]
 
 
 @register_launcher("mpirun")

@@ -180,3 +180,18 @@ def test_d_node_local_directory_on_one_node_fails_shared_visibility(tmp_path: Pa
                                                                   "n4": "pass"}
     # Writable and on the same filesystem type: only the token exchange can tell the difference.
     assert statuses(summary, "storage.checkpoint_dir.writable") == dict.fromkeys(NODES, "pass")
+
+
+def test_e_mpi_that_cannot_start_fails_the_collective_and_every_node_is_still_checked(tmp_path: Path) -> None:
+    # With srun the node checks and the collective share one step; an MPI that cannot start (a PML that does not
+    # exist) fails that step after each task wrote its node report, the script checks the nodes again on their own,
+    # and gather names the collective, not four missing nodes.
+    run_dir = render(tmp_path)
+    state, summary, text = submit_preflight(run_dir, {"OMPI_MCA_pml": "no-such-pml"})
+    logs = "\n".join(p.read_text() for p in (run_dir / "logs").glob("*"))
+    assert state == "FAILED", text
+    assert failures(summary) == {("all", "mpi.collective")}, text
+    assert "wrote no" in summary["failures"][0]["message"], text
+    assert sorted(summary["reports"]) == NODES, text
+    assert "checking the nodes on their own" in logs, logs
+    assert statuses(summary, "storage.checkpoint_dir.writable") == dict.fromkeys(NODES, "pass")

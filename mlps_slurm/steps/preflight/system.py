@@ -4,9 +4,11 @@ against the lockfile, executables, and the engine probes the login node left to 
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import shutil
 import sys
+from collections.abc import Mapping
 from typing import Any
 
 from mlps_slurm import install_hints, lockfile
@@ -131,6 +133,15 @@ def check_executable(name: str, node: str, os_info: dict[str, str]) -> Check:
     return make_check(f"executable.{base}", PASS, path, path=path)
 
 
+def without_mpi_identity(environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for a child process of an MPI task: without the PMIx/PMI variables that name this task's
+    rank (the preflight's node and MPI checks share one step), so a child that initializes MPI (an engine probe
+    importing the engine) starts as a singleton instead of claiming the parent's rank from the step's PMIx server.
+    Settings (PMIX_MCA_*, OMPI_MCA_*) stay."""
+    return {k: v for k, v in environ.items()
+            if not (k.startswith(("PMIX_", "PMI_")) and not k.startswith("PMIX_MCA_"))}
+
+
 def check_engine(record: dict[str, Any], python: str, node: str) -> Check:
     """A benchmark's engine probe that the login node could not run in the image (mlps_slurm.probes): run here,
     inside the container, as the benchmark jobs will run."""
@@ -139,7 +150,7 @@ def check_engine(record: dict[str, Any], python: str, node: str) -> Check:
 
     probe = EngineProbe.from_record(record)
     cid = f"engine.{probe.benchmark}"
-    problems = run(probe, python)
+    problems = run(probe, python, env=without_mpi_identity(os.environ))
     if problems:
         return make_check(cid, FAIL, f"{probe.benchmark}: the engine cannot run on {node}: {'; '.join(problems)}",
                           problems=problems)
