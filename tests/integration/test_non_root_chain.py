@@ -7,9 +7,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sysconfig
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -18,9 +21,22 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 SITE_PYTHON = "/usr/bin/python3"
 
 
-def reachable_by_others(path: Path) -> bool:
-    """Whether every directory on the way is searchable by other users (a checkout under /root is not)."""
-    return all(os.stat(p).st_mode & 0o001 for p in [path, *path.parents])
+@contextmanager
+def searchable_by_others(path: Path) -> Iterator[None]:
+    """`path` readable and every directory on the way searchable by other users for the test (CI clones into a
+    0700 `mktemp -d` directory, and a checkout under /root is not reachable either; Python lists a PYTHONPATH entry,
+    so it needs read too): only the missing bits, taken away again afterwards."""
+    changed = []
+    try:
+        for d, bits in [(path, 0o005), *((p, 0o001) for p in path.parents)]:
+            mode = stat.S_IMODE(os.stat(d).st_mode)
+            if mode & bits != bits:
+                os.chmod(d, mode | bits)
+                changed.append((d, mode))
+        yield
+    finally:
+        for d, mode in reversed(changed):
+            os.chmod(d, mode)
 
 
 @pytest.fixture
@@ -36,8 +52,13 @@ def sleeper():
 
 def test_a_user_runs_a_chain_with_the_default_profile_and_shared_nodes_are_reported(ci_user, sleeper):
     site_packages = Path(sysconfig.get_paths()["purelib"])
-    if not (Path(SITE_PYTHON).is_file() and reachable_by_others(site_packages) and reachable_by_others(ROOT)):
-        pytest.skip(f"{ROOT} or {site_packages} is not reachable by other users, or no {SITE_PYTHON}")
+    if not Path(SITE_PYTHON).is_file():
+        pytest.skip(f"no {SITE_PYTHON}, the site Python this test runs the tool with")
+    with searchable_by_others(ROOT), searchable_by_others(site_packages):
+        run_as_user(ci_user, sleeper, site_packages)
+
+
+def run_as_user(ci_user: str, sleeper: str, site_packages: Path) -> None:
     env = {"HOME": f"/home/{ci_user}", "USER": ci_user, "PATH": os.environ["PATH"],
            "PYTHONPATH": f"{site_packages}:{ROOT}"}
     if os.environ.get("SLURM_CONF"):
