@@ -278,7 +278,9 @@ def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
     can start one task per node (srun), the node checks and the collective share one step: MPI starts once."""
     from mlps_slurm import containers, launchers
 
-    node_argv = [python, "-m", "mlps_slurm.steps.preflight", "node", "--run-dir", run_dir]
+    def step(action: str, *options: str) -> list[str]:
+        return [python, "-m", "mlps_slurm.steps.preflight", action, *options, "--run-dir", run_dir]
+
     together = launchers.get(profile.get("launcher.kind")).per_node_prefix(
         profile, nodes, containers.get(profile.get("container.runtime")), run_dir)
     return JobSpec(
@@ -289,10 +291,9 @@ def preflight_job(profile: SiteProfile, run_dir: str, python: str, nodes: int,
         dependencies=(),
         outputs=("preflight",),
         context={**base,
-                 "node_check": per_node_command(profile, run_dir, nodes, node_argv),
-                 "node_and_mpi_check": [*together, *node_argv[:4], "--then-mpi", *node_argv[4:]] if together else None,
-                 "mpi_check": [*launcher_argv(profile, nodes, run_dir), python, "-m", "mlps_slurm.steps.preflight",
-                               "mpi", "--run-dir", run_dir],
+                 "node_check": per_node_command(profile, run_dir, nodes, step("node")),
+                 "node_and_mpi_check": [*together, *step("node", "--then-mpi")] if together else None,
+                 "mpi_check": [*launcher_argv(profile, nodes, run_dir), *step("mpi")],
                  "gather": batch_host_command(profile, run_dir, [
                      python, "-m", "mlps_slurm.steps.preflight", "gather", "--run-dir", run_dir,
                      "--expected-nodes", ShellRef("SLURM_JOB_NODELIST")]),

@@ -64,9 +64,13 @@ class Srun(Launcher):
 
     def launch_prefix(self, profile: Settings, num_tasks: int, container: ContainerRuntime,
                       run_dir: str) -> list[str]:
-        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--ntasks={num_tasks}",
-                *profile.get("launcher.extra_args"), *container.srun_options(profile, run_dir),
-                *container.exec_prefix(profile, run_dir)]
+        return self._step(profile, container, run_dir, f"--ntasks={num_tasks}")
+
+    @staticmethod
+    def _step(profile: Settings, container: ContainerRuntime, run_dir: str, *layout: str) -> list[str]:
+        """srun with the profile's MPI plugin, the task layout, the site's extra arguments and the container."""
+        return ["srun", f"--mpi={profile.get('launcher.mpi')}", *layout, *profile.get("launcher.extra_args"),
+                *container.srun_options(profile, run_dir), *container.exec_prefix(profile, run_dir)]
 
     def executables(self, profile: Settings) -> list[str]:
         return ["srun"]
@@ -74,9 +78,8 @@ class Srun(Launcher):
     def per_node_prefix(self, profile: Settings, nodes: int, container: ContainerRuntime,
                         run_dir: str) -> list[str] | None:
         # --kill-on-bad-exit: a task that dies before MPI_Init would leave the others waiting in its fence.
-        return ["srun", f"--mpi={profile.get('launcher.mpi')}", f"--nodes={nodes}", f"--ntasks={nodes}",
-                "--ntasks-per-node=1", "--kill-on-bad-exit=1", *profile.get("launcher.extra_args"),
-                *container.srun_options(profile, run_dir), *container.exec_prefix(profile, run_dir)]
+        return self._step(profile, container, run_dir, f"--nodes={nodes}", f"--ntasks={nodes}",
+                          "--ntasks-per-node=1", "--kill-on-bad-exit=1")
 
 
 @register_launcher("mpirun")
