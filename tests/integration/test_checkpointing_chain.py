@@ -52,6 +52,10 @@ def test_chain_completes_with_ten_writes_and_reads(tmp_path):
     assert metrics["hosts"] == ["n1", "n2", "n3", "n4"]  # 8 ranks spread over the 4 emulated nodes
     preflight = json.loads((run / "preflight" / "preflight.json").read_text())
     assert preflight["ok"] and preflight["nodes"] == ["n1", "n2", "n3", "n4"]
+    # The preflight's log says what it checked and nothing alarming beside it (the pinning used to add a Slurm
+    # "Job is pending execution" line per pinned job).
+    log = (run / "logs" / f"mlps-preflight-{manifest['jobs']['preflight']['job_id']}.out").read_text()
+    assert log.startswith("preflight: PASSED on 4 node(s)") and "slurm_allocation_lookup" not in log, log
     # The user-facing output: the results table with write and read GB/s, and the run directory.
     assert "mean GB/s" in proc.stdout and str(run) in proc.stdout
     assert not any((tmp_path / "ckpt").glob("*/ckpt_*")), "checkpoint files are removed after the run"
