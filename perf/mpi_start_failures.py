@@ -1,9 +1,10 @@
 """How often an MPI start fails on this cluster: N back-to-back 8-rank starts in one allocation, per variant.
 
-Open MPI 4.1.4 (Debian 12) loses a rank to SIGSEGV at address 0 inside MPI_Init about once in 60 starts on the
-local cluster's emulated nodes (docs/performance.md, "Open MPI on the emulated nodes"). This script is how that
-rate was measured, and how a candidate fix is judged: the variants run interleaved, one start each per round, in one
-`salloc` (same nodes, same moment), each start being
+With Slurm 22.05's default PMIx fences, Open MPI 4.1.4 (Debian 12) lost a rank to SIGSEGV at address 0 inside
+MPI_Init in about 2 % of the starts on the local cluster's emulated nodes; with `PMIxCollFence=ring` (what
+bin/mlps-local-cluster now writes into mpi.conf) in none of 800 (docs/performance.md, "Open MPI on the emulated
+nodes"). This script is how those rates were measured, and how a candidate change is judged: the variants run
+interleaved, one start each per round, in one `salloc` (same nodes, same moment), each start being
 
     srun --mpi=pmix --ntasks=8 --kill-on-bad-exit=1 python -c "from mpi4py import MPI; <allgather>; <barrier>"
 
