@@ -35,7 +35,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, str]]:
     name, sep, settings = text.partition("=")
     env = dict(item.split("=", 1) for item in settings.split(",") if "=" in item)
     if not sep or not name or not env:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=KEY=VALUE[,KEY=VALUE...]")
+        raise ValueError(f"{text!r}: expected NAME=KEY=VALUE[,KEY=VALUE...]")
     return name, env
 
 
@@ -63,15 +63,17 @@ def inside(rounds: int, variants: dict[str, dict[str, str]]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=200, help="starts per variant (default 200)")
-    parser.add_argument("--variant", action="append", default=[], type=parse_variant, metavar="NAME=K=V[,K=V]")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=K=V[,K=V]")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    variants = {"baseline": {}, **dict(args.variant)}
+    try:
+        variants = {"baseline": {}, **dict(parse_variant(text) for text in args.variant)}
+    except ValueError as exc:
+        parser.error(f"argument --variant: {exc}")
     if args.inside:
         inside(args.rounds, variants)
         return 0
-    forwarded = [arg for name, env in args.variant
-                 for arg in ("--variant", f"{name}=" + ",".join(f"{k}={v}" for k, v in env.items()))]
+    forwarded = [arg for text in args.variant for arg in ("--variant", text)]
     minutes = max(10, int(args.rounds * len(variants) * 2 / 60) + 5)
     try:
         proc = subprocess.run(["salloc", "--quiet", "--nodes=4", "--ntasks-per-node=2", f"--time={minutes}", PYTHON,

@@ -134,7 +134,7 @@ srun -N1 bash -c 'echo "pml=$OMPI_MCA_pml btl=$OMPI_MCA_btl osc=$OMPI_MCA_osc"'
 
 def test_pmix_fences_run_on_the_ring() -> None:
     # Slurm 22.05's tree collective lets a rank leave MPI_Init before a peer on another emulated node has left the
-    # modex fence; that peer then segfaults (perf/mpi_start_failures.py: ~2 % of starts, 0 of 400 on the ring).
+    # modex fence; that peer then segfaults (perf/mpi_start_failures.py: ~2 % of starts, 0 of 800 on the ring).
     assert slurm_config("PMIxCollFence") == "ring"
 
 
